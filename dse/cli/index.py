@@ -1,0 +1,87 @@
+"""``dse index``: render, encode and store documents in a collection."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dse.cli import EXIT_OK, EXIT_PARTIAL
+from dse.cli.common import (DEFAULT_MODEL, add_collection_argument, add_device_argument, fail, parse_key_values,
+                            print_json)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="index documents into a collection (resumable)",
+                       description="Render sources (files, directories, globs, URLs), encode the pages and store "
+                                   "them in a collection. Re-running the same command resumes an interrupted job; "
+                                   "unchanged sources are skipped, changed ones replaced.")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="files, directories (recursive), globs or http(s) URLs")
+    add_collection_argument(p)
+    p.add_argument("--model", "-m", default=None,
+                   help=f"hub id or local directory (default for a new collection: {DEFAULT_MODEL}; an existing "
+                        "collection uses the model it was built with)")
+    p.add_argument("--family", default=None, help="model family (detected from the model config when omitted)")
+    p.add_argument("--dim", type=int, default=None, help="Matryoshka dimension for DSE models (default: full)")
+    p.add_argument("--adapter", default=None, metavar="DIR", help="a LoRA adapter directory to load on the model")
+    add_device_argument(p)
+    p.add_argument("--batch-size", type=int, default=4, help="pages per encoder batch (default 4)")
+    p.add_argument("--commit-every", type=int, default=64,
+                   help="pages between durable commits (default 64); a kill loses at most this much work")
+    p.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw", "ivfpq", "maxsim"],
+                   help="index type of a new collection (auto: flat for single-vector, maxsim for multi-vector)")
+    p.add_argument("--index-param", action="append", metavar="KEY=VALUE",
+                   help="FAISS parameter, e.g. hnsw_m=32, ef_search=128, nlist=1024, pq_m=16, nprobe=16")
+    p.add_argument("--pool-factor", type=int, default=None,
+                   help="hierarchical token pooling factor for multi-vector models (e.g. 3)")
+    p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata for every document (repeatable)")
+    p.add_argument("--no-sidecars", action="store_true", help="ignore <file>.meta.json metadata sidecars")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    from dse.cli.render import add_render_arguments
+
+    add_render_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _param_value(text: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    from dse.cli.render import render_settings_from_args
+    from dse.collection import Collection, CollectionError
+    from dse.encoders import EncoderError
+
+    meta = parse_key_values(args.meta, "--meta")
+    params = {k: _param_value(v) for k, v in parse_key_values(args.index_param, "--index-param").items()}
+    settings = render_settings_from_args(args)
+    directory = Path(args.collection)
+    try:
+        if (directory / "collection.json").exists():
+            col = Collection.open(directory, device=args.device, model=args.model)
+        else:
+            col = Collection.create(directory, args.model or DEFAULT_MODEL, family=args.family, device=args.device,
+                                    dim=args.dim, index=args.index, index_params=params,
+                                    pool_factor=args.pool_factor, adapter=args.adapter)
+    except (CollectionError, EncoderError) as exc:
+        return fail("index", str(exc))
+    try:
+        report = col.add(args.sources, meta=meta, batch_size=args.batch_size, commit_every=args.commit_every,
+                         render_settings=settings, sidecars=not args.no_sidecars,
+                         progress=not args.quiet and sys.stderr.isatty() or args.verbose > 0)
+    except (CollectionError, EncoderError) as exc:
+        return fail("index", str(exc))
+    finally:
+        col.close()
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        for f in report.failures:
+            print(f"FAILED {f.source}: {f.error_type}: {f.reason}", file=sys.stderr)
+        print(report.summary())
+    return EXIT_PARTIAL if report.failures else EXIT_OK

@@ -1,0 +1,82 @@
+"""The collection manifest: ``collection.json`` with a format version.
+
+It records the encoder settings (family, model, revision, dim, resolution, prompt
+version) and the index kind/parameters. A collection refuses to mix encoders: every
+later open compares the encoder's settings against the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "collection.json"
+
+#: encoder settings that must match for two encoders to produce compatible vectors
+ENCODER_IDENTITY_KEYS = ("family", "model", "revision", "dim", "kind", "min_pixels", "max_pixels", "prompt_version",
+                         "adapter")
+
+
+class CollectionError(RuntimeError):
+    """A clear, user-facing error about a collection (missing, corrupted, incompatible)."""
+
+
+@dataclass
+class Manifest:
+    encoder: dict[str, Any]
+    index: dict[str, Any]
+    render: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    created_with: str = "dse"
+
+    @property
+    def kind(self) -> str:
+        return str(self.encoder["kind"])
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        path = Path(directory) / MANIFEST_NAME
+        if not Path(directory).is_dir():
+            raise CollectionError(f"no collection at {directory}: the directory does not exist")
+        if not path.is_file():
+            raise CollectionError(f"{directory} is not a dse collection: {MANIFEST_NAME} is missing")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CollectionError(f"{path} is corrupted: {exc}") from exc
+        if not isinstance(data, dict) or "format_version" not in data:
+            raise CollectionError(f"{path} is corrupted: no format_version")
+        version = data["format_version"]
+        if version != FORMAT_VERSION:
+            raise CollectionError(f"{path} has format version {version}; this dse reads version {FORMAT_VERSION}")
+        try:
+            return cls(encoder=dict(data["encoder"]), index=dict(data["index"]), render=dict(data.get("render", {})),
+                       format_version=version, created_with=data.get("created_with", "dse"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CollectionError(f"{path} is corrupted: missing or bad field {exc}") from exc
+
+    def write(self, directory: Path) -> None:
+        """Atomically (re)write the manifest: temp file, fsync, rename."""
+        path = Path(directory) / MANIFEST_NAME
+        tmp = path.with_suffix(".json.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(self.to_json())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+def check_same_encoder(manifest_settings: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Raise :class:`CollectionError` naming the differing settings, if any."""
+    diffs = [f"{k}: collection has {manifest_settings.get(k)!r}, encoder has {settings.get(k)!r}"
+             for k in ENCODER_IDENTITY_KEYS if manifest_settings.get(k) != settings.get(k)]
+    if diffs:
+        raise CollectionError("this collection was built with a different encoder; refusing to mix vectors ("
+                              + "; ".join(diffs) + ")")
