@@ -12,7 +12,15 @@ Main entry point::
 For the collection layer: :func:`iter_sources` lists sources without rendering
 (``Source.content_hash()`` for change detection) and :func:`render_source`
 renders one. This package imports nothing from ``dse`` or ``indexes``.
+
+Names are imported lazily (PEP 562), so PDF worker processes that only need
+:mod:`renderers.pdf` start without loading the rest of the package.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from renderers.errors import (
     BackendUnavailableError,
@@ -34,10 +42,36 @@ from renderers.errors import (
     UnsupportedFormatError,
     WebError,
 )
-from renderers.pipeline import Renderer, render, render_source
-from renderers.records import PageRecord, RenderFailure
-from renderers.settings import DEFAULT_DPI, PageSelection, RenderSettings
-from renderers.sources import Source, iter_sources, make_doc_id
+
+if TYPE_CHECKING:
+    from renderers.pipeline import Renderer, render, render_source
+    from renderers.records import PageRecord, RenderFailure
+    from renderers.settings import DEFAULT_DPI, PageSelection, RenderSettings
+    from renderers.sources import Source, iter_sources, make_doc_id
+
+_LAZY = {
+    "Renderer": "renderers.pipeline",
+    "render": "renderers.pipeline",
+    "render_source": "renderers.pipeline",
+    "PageRecord": "renderers.records",
+    "RenderFailure": "renderers.records",
+    "DEFAULT_DPI": "renderers.settings",
+    "PageSelection": "renderers.settings",
+    "RenderSettings": "renderers.settings",
+    "Source": "renderers.sources",
+    "iter_sources": "renderers.sources",
+    "make_doc_id": "renderers.sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'renderers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_DPI",
@@ -70,3 +104,7 @@ __all__ = [
     "render",
     "render_source",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -133,7 +133,8 @@ def sniff_bytes(head: bytes) -> str:
         else:
             text = head[: exc.start].decode("utf-8")
     low = text.lstrip("\ufeff \t\r\n").lower()
-    if low.startswith(("<!doctype html", "<html", "<head", "<body", "<!--", "<meta", "<title", "<?xml")) or "<html" in low[:1024]:
+    html_starts = ("<!doctype html", "<html", "<head", "<body", "<!--", "<meta", "<title", "<?xml")
+    if low.startswith(html_starts) or "<html" in low[:1024]:
         return "html"
     return "text"
 

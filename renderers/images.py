@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from renderers.errors import CorruptDocumentError, ImageTooLargeError, NoPagesError
@@ -36,6 +35,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode == "RGB":
         return image
     if mode.startswith("I;16") or mode in ("I", "F"):
+        import numpy as np
+
         arr = np.asarray(image)
         if mode == "F":
             arr = arr.astype(np.float64)

@@ -81,6 +81,8 @@ class OfficeConverter:
         self._own_workdir = workdir is None
         self._workdir = Path(tempfile.mkdtemp(prefix="dse-office-")) if workdir is None else workdir
         self._profiles: queue.Queue[Path] = queue.Queue()
+        self._running: set[subprocess.Popen] = set()
+        self._closing = False
         self._n_profiles = 0
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dse-soffice")
@@ -118,11 +120,15 @@ class OfficeConverter:
             ]
             log.debug("converting %s with LibreOffice (profile %s)", path, profile.name)
             started = time.monotonic()
-            try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, start_new_session=True)
-            except OSError as exc:
-                raise BackendUnavailableError(f"cannot start LibreOffice ({exe}): {exc}") from None
+            with self._lock:
+                if self._closing:
+                    raise ConversionError("converter is shutting down")
+                try:
+                    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, start_new_session=True)
+                except OSError as exc:
+                    raise BackendUnavailableError(f"cannot start LibreOffice ({exe}): {exc}") from None
+                self._running.add(proc)
             try:
                 out, err = proc.communicate(timeout=self.timeout)
             except subprocess.TimeoutExpired:
@@ -132,10 +138,16 @@ class OfficeConverter:
                     f"LibreOffice conversion timed out after {self.timeout:g}s (process group killed)"
                 ) from None
             finally:
+                with self._lock:
+                    self._running.discard(proc)
                 if proc.poll() is None:  # e.g. KeyboardInterrupt while waiting
                     _kill_group(proc)
                     keep_profile = False
-            log.debug("LibreOffice converted %s in %.1fs (exit %s)", path.name, time.monotonic() - started, proc.returncode)
+            if self._closing:
+                keep_profile = False
+                raise ConversionError("converter was closed during the conversion")
+            log.debug("LibreOffice converted %s in %.1fs (exit %s)",
+                      path.name, time.monotonic() - started, proc.returncode)
             pdf = outdir / (path.stem + ".pdf")
             message = _stderr_summary(err.decode("utf-8", "replace") + "\n" + out.decode("utf-8", "replace"))
             if proc.returncode != 0:
@@ -158,6 +170,12 @@ class OfficeConverter:
             shutil.rmtree(pdf.parent, ignore_errors=True)
 
     def close(self) -> None:
+        """Cancel queued conversions, kill running ones (process groups), remove temp files."""
+        with self._lock:
+            self._closing = True
+            running = list(self._running)
+        for proc in running:
+            _kill_group(proc)
         self._executor.shutdown(wait=True, cancel_futures=True)
         if self._own_workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)

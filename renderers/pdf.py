@@ -193,7 +193,10 @@ class PdfPagePool:
                     results = pending.popleft().result()
                 except BrokenProcessPool as exc:
                     self.close()
-                    raise CorruptDocumentError(f"PDF render worker crashed ({exc})") from None
+                    raise RenderError(
+                        f"a PDF render worker process died ({exc}); if this runs from a script, guard its "
+                        "entry point with `if __name__ == '__main__':`, or use pdf_workers=1"
+                    ) from None
                 yield from results
         finally:
             for fut in pending:
@@ -302,12 +305,15 @@ def _render_with_pdf2image(
             raise CorruptDocumentError(f"page {p}: pdfinfo reports no page size", page=p)
         w_pt, h_pt = float(m.group(1)), float(m.group(2))
         rot = next((str(v) for k, v in info.items() if re.match(rf"^Page\s+{p}\s+rot$", k)), "0")
-        if int(float(rot or 0)) % 180 == 90:
+        quarter_turn = int(float(rot or 0)) % 180 == 90
+        if quarter_turn:  # pdfinfo reports the unrotated size
             w_pt, h_pt = h_pt, w_pt
         scale = pdf_scale(w_pt, h_pt, settings.dpi, settings.max_pixels)
         w, h = pixel_size(w_pt, h_pt, scale)
+        # pdftoppm's -scale-to-x/-y also refer to the unrotated page.
+        request = (h, w) if quarter_turn else (w, h)
         try:
-            images = convert_from_path(str(path), first_page=p, last_page=p, size=(w, h),
+            images = convert_from_path(str(path), first_page=p, last_page=p, size=request,
                                        userpw=settings.password, timeout=300)
         except PDFPopplerTimeoutError:
             raise CorruptDocumentError(f"page {p}: pdftoppm timed out", page=p) from None

@@ -15,7 +15,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,11 +115,11 @@ class Renderer:
         try:
             if source.error is not None:
                 raise (UnsupportedFormatError if source.is_url else SourceNotFoundError)(source.error)
+            if source.path is not None and not source.path.is_file():
+                raise UnsupportedFormatError(f"not a regular file (device, FIFO or socket): {source.source}")
             if source.kind == "unknown":
                 raise _unsupported(source)
             if source.path is not None:
-                if not source.path.is_file():
-                    raise SourceNotFoundError(f"not a regular file: {source.source}")
                 check_content(source.path, source.kind)
             if source.kind == "office":
                 assert source.path is not None
@@ -185,18 +185,30 @@ class Renderer:
         sources = iter_sources(inputs)
         window: deque[_Job] = deque()
         exhausted = False
+
+        def fill() -> None:
+            # Keep up to `ahead` unfinished background jobs in flight; finished ones wait
+            # for their turn (PDF/image jobs do nothing until then). The window length
+            # bounds what is held in memory.
+            nonlocal exhausted
+            while not exhausted and len(window) < 4 * ahead and _running(window) < ahead:
+                src = next(sources, None)
+                if src is None:
+                    exhausted = True
+                    return
+                window.append(self._start(src))
+
         try:
             while True:
-                # Keep up to `ahead` background jobs in flight (PDF/image jobs are cheap
-                # to hold: they do nothing until their turn), bounded overall.
-                while not exhausted and len(window) < 4 * ahead and sum(j.future is not None for j in window) < ahead:
-                    src = next(sources, None)
-                    if src is None:
-                        exhausted = True
-                        break
-                    window.append(self._start(src))
+                fill()
                 if not window:
                     break
+                head = window[0]
+                # While the next job in order is still running, start more as others finish.
+                while head.future is not None and not head.future.done():
+                    running = [j.future for j in window if j.future is not None and not j.future.done()]
+                    wait(running, return_when=FIRST_COMPLETED)
+                    fill()
                 yield from self._finish(window.popleft())
         finally:
             for job in window:
@@ -218,10 +230,14 @@ class Renderer:
         yield from self._finish(self._start(source))
 
 
+def _running(window: Iterable[_Job]) -> int:
+    return sum(1 for j in window if j.future is not None and not j.future.done())
+
+
 def _unsupported(source: Source) -> UnsupportedFormatError:
     ext = source.path.suffix.lower() if source.path is not None else ""
     try:
-        label = sniff_file(source.path) if source.path is not None else None
+        label = sniff_file(source.path) if source.path is not None and source.path.is_file() else None
     except OSError:
         label = None
     looks = f" (looks like {DESCRIPTIONS.get(label, label)})" if label and label != "empty" else ""

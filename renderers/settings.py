@@ -85,8 +85,12 @@ class RenderSettings:
     pages: str | None = None
     password: str | None = field(default=None, repr=False)
     pdf_backend: PdfBackend = "pdfium"
-    #: processes rendering pages of one large PDF in parallel; 0 = automatic (CPU count, max 4), 1 = in-process
-    pdf_workers: int = 0
+    #: processes rendering the pages of one large PDF in parallel (pypdfium2 backend).
+    #: 1 (default) renders in-process; 0 = one per CPU (max 4). Worker processes are
+    #: started with ``spawn``, so a script using them needs an ``if __name__ == "__main__":`` guard.
+    #: On the shared 2-core development machine the pool was slower than in-process
+    #: (see bench/RESULTS.md); it pays off only with idle cores.
+    pdf_workers: int = 1
     #: use the process pool only for documents with at least this many selected pages
     pdf_parallel_min_pages: int = 8
     png_compress_level: int = 1

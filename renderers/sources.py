@@ -68,11 +68,12 @@ class Source:
         if not p.exists():
             return cls(source=key, doc_id=make_doc_id(key), kind="unknown", path=p, error=f"no such file: {path}")
         kind = KIND_BY_EXT.get(p.suffix.lower())
-        if kind is None and sniff:
+        if kind is None and sniff and p.is_file():  # never open FIFOs/devices to sniff them
             try:
                 kind = kind_for_label(sniff_file(p))
             except OSError as exc:
-                return cls(source=key, doc_id=make_doc_id(key), kind="unknown", path=p, error=f"cannot read file: {exc}")
+                return cls(source=key, doc_id=make_doc_id(key), kind="unknown", path=p,
+                           error=f"cannot read file: {exc}")
         return cls(source=key, doc_id=make_doc_id(key), kind=kind or "unknown", path=p)
 
     @classmethod

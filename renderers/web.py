@@ -2,8 +2,10 @@
 driving the system Chromium (never a ``playwright install`` download).
 
 One browser serves a whole job; sources render concurrently (an asyncio semaphore,
-``settings.web_concurrency``) on an event loop in a background thread, each in its
-own browser context (no shared cookies/cache/routes).
+``settings.web_concurrency``) on an event loop in a background thread, in a pool
+of reusable tabs (context + page). Between sources a tab goes to ``about:blank``
+and its cookies are cleared; a tab that hit any error is closed; tabs are
+recycled after :data:`TAB_MAX_USES` sources.
 
 Modes (``settings.web_mode``):
   * ``viewport`` - the first screen of a 980x980 window (DSE's Wiki-SS setting);
@@ -30,6 +32,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -128,11 +131,34 @@ def _map_navigation_error(message: str, url: str) -> RenderError:
     return WebError(f"navigation failed: {first}")
 
 
+#: A tab is recycled (new context) after this many sources.
+TAB_MAX_USES = 50
+
+
+@dataclass
+class _Tab:
+    """A reusable browser context + page; serves one source at a time.
+
+    Re-navigating an existing tab avoids starting a renderer process per source
+    (about half the CPU per page, see bench/RESULTS.md). The ``file://`` guard and
+    the download watch read the tab's *current* source settings.
+    """
+
+    context: Any
+    page: Any
+    allowed_dir: Path | None = None
+    blocked: list[str] = field(default_factory=list)
+    downloads: list[str] = field(default_factory=list)
+    uses: int = 0
+
+
 class WebRenderer:
     """Renders web sources with one shared Chromium; thread-safe ``submit``.
 
     ``submit(source)`` returns a future of the source's :class:`PageRecord` list (PNG
     bytes, decoded lazily). Call :meth:`close` to stop the browser and the loop.
+    Up to ``web_concurrency`` tabs render at once and are reused between sources
+    (cookies cleared in between; a tab that hit any error is discarded).
     """
 
     def __init__(self, settings: RenderSettings) -> None:
@@ -144,6 +170,7 @@ class WebRenderer:
         self._browser: Any = None
         self._browser_lock: asyncio.Lock | None = None
         self._sem: asyncio.Semaphore | None = None
+        self._idle_tabs: list[_Tab] = []
 
     # -- loop management ------------------------------------------------------
 
@@ -189,6 +216,7 @@ class WebRenderer:
         loop.close()
 
     async def _shutdown(self) -> None:
+        self._idle_tabs.clear()
         if self._browser is not None:
             try:
                 await self._browser.close()
@@ -205,6 +233,7 @@ class WebRenderer:
         async with self._browser_lock:
             if self._browser is not None and self._browser.is_connected():
                 return self._browser
+            self._idle_tabs.clear()  # tabs of a dead browser are unusable
             exe = find_chromium(self.settings.chromium)
             from playwright.async_api import Error as PlaywrightError
             from playwright.async_api import async_playwright
@@ -226,38 +255,69 @@ class WebRenderer:
         browser = await self._get_browser()
         assert self._sem is not None
         async with self._sem:
-            return await self._render_in_context(browser, source)
+            tab = self._idle_tabs.pop() if self._idle_tabs else await self._new_tab(browser)
+            healthy = False
+            try:
+                records = await self._render_in_tab(tab, source)
+                healthy = True
+                return records
+            finally:
+                await self._release(tab, healthy)
 
-    async def _render_in_context(self, browser: Any, source: Any) -> list[PageRecord]:
+    async def _new_tab(self, browser: Any) -> _Tab:
+        vw, vh = self.settings.web_viewport
+        context = await browser.new_context(
+            viewport={"width": vw, "height": vh}, device_scale_factor=1,
+            accept_downloads=False, service_workers="block",
+        )
+        page = await context.new_page()
+        tab = _Tab(context=context, page=page)
+
+        async def guard(route: Any, request: Any) -> None:
+            req_url = request.url
+            if req_url[:5].lower() == "file:" and not file_url_allowed(req_url, tab.allowed_dir):
+                tab.blocked.append(req_url)
+                await route.abort("accessdenied")
+                return
+            await route.continue_()
+
+        await context.route("**/*", guard)
+        page.on("download", lambda d: tab.downloads.append(d.url))
+        return tab
+
+    async def _release(self, tab: _Tab, healthy: bool) -> None:
+        from playwright.async_api import Error as PlaywrightError
+
+        tab.uses += 1
+        if healthy and tab.uses < TAB_MAX_USES and not tab.page.is_closed():
+            try:
+                # Unload the page (stop its scripts) before the tab serves another source.
+                await tab.page.goto("about:blank", timeout=10_000)
+                await tab.context.clear_cookies()
+                self._idle_tabs.append(tab)
+                return
+            except PlaywrightError:
+                pass
+        try:
+            await tab.context.close()
+        except PlaywrightError:  # pragma: no cover - browser already gone
+            pass
+
+    async def _render_in_tab(self, tab: _Tab, source: Any) -> list[PageRecord]:
         from playwright.async_api import Error as PlaywrightError
         from playwright.async_api import TimeoutError as PlaywrightTimeout
 
         s = self.settings
         vw, vh = s.web_viewport
         if source.url is not None:
-            url, allowed_dir = source.url, None
+            url, tab.allowed_dir = source.url, None
         else:
-            path = Path(source.path)
-            url, allowed_dir = path.resolve().as_uri(), path.resolve().parent
-
-        context = await browser.new_context(
-            viewport={"width": vw, "height": vh}, device_scale_factor=1,
-            accept_downloads=False, service_workers="block",
-        )
-        blocked: list[str] = []
-        downloads: list[str] = []
+            path = Path(source.path).resolve()
+            url, tab.allowed_dir = path.as_uri(), path.parent
+        tab.blocked.clear()
+        tab.downloads.clear()
+        page = tab.page
         try:
-            async def guard(route: Any, request: Any) -> None:
-                req_url = request.url
-                if req_url[:5].lower() == "file:" and not file_url_allowed(req_url, allowed_dir):
-                    blocked.append(req_url)
-                    await route.abort("accessdenied")
-                    return
-                await route.continue_()
-
-            await context.route("**/*", guard)
-            page = await context.new_page()
-            page.on("download", lambda d: downloads.append(d.url))
             timeout_ms = s.web_timeout * 1000
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -266,10 +326,10 @@ class WebRenderer:
             except PlaywrightTimeout:
                 raise RenderTimeoutError(f"timed out after {s.web_timeout:g}s waiting for the page to load") from None
             except PlaywrightError as exc:
-                if downloads:
+                if tab.downloads:
                     raise DownloadBlockedError("the URL answers with a file download (downloads are blocked)") from None
                 raise _map_navigation_error(str(exc), url) from None
-            if downloads:
+            if tab.downloads:
                 raise DownloadBlockedError("the URL answers with a file download (downloads are blocked)")
             if response is not None and response.status >= 400:
                 reason = response.status_text or ""
@@ -284,17 +344,12 @@ class WebRenderer:
                     await page.wait_for_load_state("networkidle", timeout=s.web_idle_timeout * 1000)
                 except PlaywrightTimeout:
                     log.debug("%s: network not idle after %gs", url, s.web_idle_timeout)
-            if blocked:
-                log.warning("%s: blocked %d file:// request(s), e.g. %s", source.source, len(blocked), blocked[0])
             title = (await page.title() or "").strip() or None
             shots = await self._capture(page, vw, vh, timeout_ms)
         except PlaywrightError as exc:
             raise WebError(f"rendering failed: {str(exc).splitlines()[0]}") from None
-        finally:
-            try:
-                await context.close()
-            except PlaywrightError:  # pragma: no cover - browser already gone
-                pass
+        if tab.blocked:
+            log.warning("%s: blocked %d file:// request(s), e.g. %s", source.source, len(tab.blocked), tab.blocked[0])
         return [self._record(source, n, png, title, extra) for n, png, extra in shots]
 
     async def _capture(self, page: Any, vw: int, vh: int, timeout_ms: float) -> list[tuple[int, bytes, dict[str, Any]]]:

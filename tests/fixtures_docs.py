@@ -225,6 +225,7 @@ def make_pptx(path: str | Path, n_slides: int = 3, *, titles: Sequence[str] | No
         shape.fill.fore_color.rgb = RGBColor(*col)
         shape.line.fill.background()
         tb = slide.shapes.add_textbox(Emu(int(sw * 0.08)), Emu(int(sh * 0.45)), Emu(int(sw * 0.4)), Emu(int(sh * 0.3)))
+        tb.text_frame.word_wrap = True
         tb.text_frame.text = "Key points: recall improved; latency reduced; index smaller."
     prs.save(str(path))
     return PptxInfo(path=path, n_slides=n_slides, titles=titles, shape_box=box, colors=cols, aspect=sw / sh)
@@ -445,3 +446,36 @@ def closed_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+# ------------------------------------------------------------------ pixel checks
+
+
+def mean_color(image, box: tuple[int, int, int, int]) -> RGB:
+    """Mean RGB of the pixel rectangle ``box`` = (x0, y0, x1, y1) of a PIL image."""
+    import numpy as np
+
+    arr = np.asarray(image.convert("RGB").crop(box), dtype=np.float64)
+    return tuple(int(round(v)) for v in arr.reshape(-1, 3).mean(axis=0))  # type: ignore[return-value]
+
+
+def color_close(a: Sequence[int], b: Sequence[int], tol: int = 30) -> bool:
+    """Whether two RGB colours differ by at most ``tol`` in every channel."""
+    return all(abs(int(x) - int(y)) <= tol for x, y in zip(a, b, strict=True))
+
+
+def fraction_near(image, box: tuple[int, int, int, int], color: Sequence[int], tol: int = 30) -> float:
+    """Fraction of pixels in ``box`` within ``tol`` of ``color``."""
+    import numpy as np
+
+    arr = np.asarray(image.convert("RGB").crop(box), dtype=np.int16)
+    near = (np.abs(arr - np.asarray(color, dtype=np.int16)) <= tol).all(axis=-1)
+    return float(near.mean()) if near.size else 0.0
+
+
+def dark_fraction(image, box: tuple[int, int, int, int], threshold: int = 100) -> float:
+    """Fraction of pixels in ``box`` whose grey level is below ``threshold`` (text ink)."""
+    import numpy as np
+
+    arr = np.asarray(image.convert("L").crop(box))
+    return float((arr < threshold).mean()) if arr.size else 0.0

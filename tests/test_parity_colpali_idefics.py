@@ -71,9 +71,17 @@ def reference(family_dir: tuple[str, Path]) -> tuple[torch.nn.Module, object]:
 
 
 def reference_vectors(reference: tuple[torch.nn.Module, object], kind: str, items: list) -> list[np.ndarray]:
-    """colpali-engine's recipe, one input per forward, padding removed with the mask."""
+    """colpali-engine's recipe, one input per forward, padding removed with the mask.
+
+    ``kind``: "documents" (page images, ``process_images``), "queries" (``process_queries``)
+    or "texts" (``process_texts``, no query augmentation).
+    """
     model, processor = reference
-    prep = processor.process_images if kind == "documents" else processor.process_queries
+    prep = {
+        "documents": processor.process_images,
+        "queries": processor.process_queries,
+        "texts": processor.process_texts,
+    }[kind]
     out = []
     with torch.no_grad():
         for item in items:
@@ -121,6 +129,31 @@ def test_query_parity(encoder: Encoder, reference) -> None:
     assert_parity(list(ours), reference_vectors(reference, "queries", MIXED_QUERIES))
 
 
+def test_image_query_parity(encoder: Encoder, reference) -> None:
+    """Image-only queries use the document recipe (colpali-engine has no separate one)."""
+    pages = mixed_pages()[:3]
+    ours = encoder.encode_queries(images=pages, batch_size=2)
+    assert_parity(list(ours), reference_vectors(reference, "documents", pages))
+
+
+def test_text_document_parity(encoder: Encoder, reference) -> None:
+    texts = MIXED_QUERIES[:4]
+    ours = encoder.encode_text_documents(texts, batch_size=3)
+    assert_parity(list(ours), reference_vectors(reference, "texts", texts))
+
+
+def test_fused_queries_are_one_sequence(encoder: Encoder) -> None:
+    pages = mixed_pages()[:2]
+    texts = ["total revenue", "growth rate per quarter"]
+    fused = encoder.encode_queries(texts=texts, images=pages)
+    image_only = encoder.encode_queries(images=pages)
+    for f, im in zip(fused, image_only, strict=True):
+        assert f.ndim == 2 and f.shape[1] == 128 and np.isfinite(f).all()
+        np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-5)
+        # same image tokens plus the query text and 10 augmentation tokens instead of the instruction
+        assert f.shape[0] > im.shape[0]
+
+
 def test_vectors_are_normalised_without_padding(encoder: Encoder) -> None:
     for vecs in (encoder.encode_documents(mixed_pages()), encoder.encode_queries(texts=MIXED_QUERIES)):
         for v in vecs:
@@ -146,3 +179,18 @@ def test_batch_composition_does_not_matter(encoder: Encoder) -> None:
     q_one = [encoder.encode_queries(texts=[q], batch_size=1)[0] for q in MIXED_QUERIES]
     q_all = encoder.encode_queries(texts=MIXED_QUERIES, batch_size=7)
     assert _min_token_cosine(q_one, list(q_all)) >= 0.9999
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("family", FAMILIES)
+def test_small_preset_parity(family: str, tmp_path: Path) -> None:
+    """Same parity on the wider, deeper "small" preset (256 / up to 1,088 image tokens per page)."""
+    with offline():
+        path = BUILDERS[family](tmp_path / family, size="small")
+        enc = Encoder.load(str(path), device="cpu", dtype="float32")
+    ref = load(family, path)
+    pages = [p.resize((p.width * 3, p.height * 3)) for p in mixed_pages()[:3]]
+    assert_parity(list(enc.encode_documents(pages, batch_size=3)), reference_vectors(ref, "documents", pages))
+    assert_parity(
+        list(enc.encode_queries(texts=MIXED_QUERIES, batch_size=7)), reference_vectors(ref, "queries", MIXED_QUERIES)
+    )

@@ -120,6 +120,10 @@ def test_builders_reject_bad_sizes(tmp_path: Path) -> None:
         tiny_paligemma.build(tmp_path / "p", image_size=50)
     with pytest.raises(ValueError, match="multiple of 16"):
         tiny_idefics3.build(tmp_path / "i", vision_image_size=40)
+    with pytest.raises(ValueError, match="unknown size 'huge'"):
+        tiny_paligemma.build(tmp_path / "p", size="huge")
+    with pytest.raises(ValueError, match="unknown size 'huge'"):
+        tiny_idefics3.build(tmp_path / "i", size="huge")
 
 
 # ------------------------------------------------------------------ tokenizers

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 #: Sub-command modules, in the order ``dse --help`` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("render",)
+SUBCOMMANDS: tuple[str, ...] = ("render", "index", "search", "remove", "stats")
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.INFO if verbose <= 1 else logging.DEBUG)
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 

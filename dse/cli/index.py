@@ -53,13 +53,13 @@ def _param_value(text: str) -> int | float | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dse.cli.render import render_settings_from_args
+    from dse.cli.render import settings_from_args
     from dse.collection import Collection, CollectionError
     from dse.encoders import EncoderError
 
     meta = parse_key_values(args.meta, "--meta")
     params = {k: _param_value(v) for k, v in parse_key_values(args.index_param, "--index-param").items()}
-    settings = render_settings_from_args(args)
+    settings = settings_from_args(args)
     directory = Path(args.collection)
     try:
         if (directory / "collection.json").exists():

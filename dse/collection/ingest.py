@@ -132,8 +132,9 @@ class Ingestor:
         store = self.col.store
         selected = []
         for src in iter_sources(inputs):
-            if src.error is not None:
-                self.report.failures.append(Failure(src.source, src.error, "SourceNotFoundError"))
+            if src.error is not None:  # the renderers report it with its specific error type
+                self.plans[src.doc_id] = _Plan(src, None, {}, "add")
+                selected.append(src)
                 continue
             try:
                 content_hash = src.content_hash()

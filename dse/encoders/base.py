@@ -65,11 +65,13 @@ class Encoder(abc.ABC):
         max_pixels: int | None = None,
         min_pixels: int | None = None,
         adapter: str | None = None,
+        **options: Any,
     ) -> Encoder:
         """Load ``model`` (a hub id or a local directory, one code path).
 
         ``family`` is detected from the model config when omitted. See
         :mod:`dse.encoders.loading` for detection and device rules.
+        ``options`` are family specifics (e.g. ``query_instruction`` for ``gme-qwen2``).
         """
         from dse.encoders.loading import load_encoder
 
@@ -82,15 +84,20 @@ class Encoder(abc.ABC):
             max_pixels=max_pixels,
             min_pixels=min_pixels,
             adapter=adapter,
+            **options,
         )
 
     # ----------------------------------------------------------------- encoding
     @abc.abstractmethod
-    def encode_documents(self, images: Sequence[Image.Image], *, batch_size: int = 4) -> Vectors:
+    def encode_documents(
+        self, images: Sequence[Image.Image], *, batch_size: int = 4, progress: bool = False
+    ) -> Vectors:
         """Encode page images. Single: ``(n, dim)`` float32; multi: list of ``(t_i, dim)``."""
 
     @abc.abstractmethod
-    def encode_text_documents(self, texts: Sequence[str], *, batch_size: int = 8) -> Vectors:
+    def encode_text_documents(
+        self, texts: Sequence[str], *, batch_size: int = 8, progress: bool = False
+    ) -> Vectors:
         """Encode text-only documents (DSE's ``Document: {text}`` format for DSE)."""
 
     @abc.abstractmethod
@@ -100,6 +107,7 @@ class Encoder(abc.ABC):
         images: Sequence[Image.Image] | None = None,
         *,
         batch_size: int = 8,
+        progress: bool = False,
     ) -> Vectors:
         """Encode queries: text only, image only, or fused (both, one forward pass each)."""
 

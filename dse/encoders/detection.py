@@ -11,8 +11,10 @@ Rules, in order (:func:`detect_family`):
 3. A Qwen2-VL model (``Qwen2VLForConditionalGeneration`` / ``qwen2_vl``) is ambiguous
    between DSE and GME, which share the architecture. It is ``gme-qwen2`` when
 
-   * the model name or path (hub id, directory, adapter) contains ``gme`` as a word
-     (``Alibaba-NLP/gme-Qwen2-VL-2B-Instruct``, ``/models/gme_qwen2``), or
+   * the model's name contains ``gme`` as a word: the hub repo name
+     (``Alibaba-NLP/gme-Qwen2-VL-2B-Instruct``), the directory's own name
+     (``/models/gme_qwen2``; parent directories do not count) or a hub-cache repo
+     folder (``models--Alibaba-NLP--gme-Qwen2-VL-2B-Instruct``), or
    * the snapshot holds ``gme_inference.py`` (published GME repos ship their reference
      inference script under that name; ``dse.testing.tiny`` writes the same marker),
 

@@ -35,12 +35,11 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-import torch
 from PIL import Image
 
 from dse.encoders.base import EncoderError, Vectors, register_family
 from dse.encoders.devices import Runtime
-from dse.encoders.hf import HFEncoder, Item, l2_normalize, load_pretrained, set_qwen_pixels
+from dse.encoders.hf import HFEncoder, Item, l2_normalize, load_pretrained, load_processor, set_qwen_pixels
 from dse.encoders.inputs import check_images, check_query_inputs, check_texts
 from dse.encoders.sources import ModelSource
 
@@ -107,7 +106,7 @@ class DSEQwenEncoder(HFEncoder):
         model_cls = getattr(transformers, cls._MODEL_CLASSES[family])
         model = load_pretrained(model_cls, source, runtime)
         model.padding_side = "left"
-        processor = AutoProcessor.from_pretrained(str(source.processor_path))
+        processor = load_processor(AutoProcessor, source)
         processor.tokenizer.padding_side = "left"
         lo, hi = set_qwen_pixels(
             processor.image_processor,
@@ -156,6 +155,16 @@ class DSEQwenEncoder(HFEncoder):
             self.processor.apply_chat_template(self.messages(item), tokenize=False, add_generation_prompt=True)
             + self.SUFFIX
         )
+
+    def visual_tokens(self, image: Image.Image) -> int:
+        """Visual tokens a page image becomes (``process_vision_info`` resize, then the processor's)."""
+        from qwen_vl_utils import process_vision_info
+
+        from dse.encoders.inputs import check_image
+
+        images, _ = process_vision_info([self.messages(Item("document", image=check_image(image)))])
+        grid = self.processor.image_processor(images=images, return_tensors="pt")["image_grid_thw"]
+        return int(grid.prod()) // int(self.processor.image_processor.merge_size) ** 2
 
     # --------------------------------------------------------------- forward
     def _forward(self, items: list[Item]) -> list[np.ndarray]:

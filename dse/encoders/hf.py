@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -70,6 +70,14 @@ def load_pretrained(model_cls: Any, source: ModelSource, runtime: Runtime, **kwa
     model.to(runtime.device)
     model.eval()
     return model
+
+
+def load_processor(processor_cls: Any, source: ModelSource) -> Any:
+    """``processor_cls.from_pretrained`` on the source's processor files, errors as :class:`EncoderError`."""
+    try:
+        return processor_cls.from_pretrained(str(source.processor_path))
+    except (OSError, ValueError, TypeError) as exc:
+        raise EncoderError(f"cannot load the processor of {source.name!r}: {exc}") from exc
 
 
 def set_qwen_pixels(image_processor: Any, min_pixels: int | None, max_pixels: int | None) -> tuple[int, int]:
@@ -143,6 +151,10 @@ class HFEncoder(Encoder):
         return self.runtime.device
 
     @abc.abstractmethod
+    def visual_tokens(self, image: Image.Image) -> int:
+        """Number of visual tokens ``image`` becomes as a page at this encoder's settings."""
+
+    @abc.abstractmethod
     def _forward(self, items: list[Item]) -> list[np.ndarray]:
         """Encode one batch: one float32 array per item ((dim,) single, (n_i, dim) multi)."""
 
@@ -189,12 +201,13 @@ class HFEncoder(Encoder):
         }
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(family={self.family!r}, model={self.source.name!r}, dim={self.dim}, device={self.device})"
+        return (
+            f"{type(self).__name__}(family={self.family!r}, model={self.source.name!r}, "
+            f"dim={self.dim}, device={self.device})"
+        )
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     """Row-wise L2 normalisation in float32."""
     return torch.nn.functional.normalize(x.float(), p=2, dim=-1)
 
-
-ForwardFn = Callable[[list[Item]], list[np.ndarray]]

@@ -55,8 +55,16 @@ class ModelSource:
 
     @property
     def hint_names(self) -> list[str]:
-        """Names that may carry a family hint (user's name, base path, adapter paths)."""
-        return [self.name, str(self.path), *map(str, self.adapters)]
+        """Model names that may carry a family hint: the last component of the user's name
+        (hub repo name or directory name), of the base and adapter directories, and the
+        repo folder of hub-cache snapshots (``models--org--name``). Parent directories are
+        ignored (``/work/gme_runs/dse-model`` names a DSE model)."""
+        names = [Path(self.name.rstrip("/\\")).name]
+        for p in [self.path, *self.adapters]:
+            names.append(p.name)
+            if p.parent.name == "snapshots":
+                names.append(p.parent.parent.name)
+        return [n for n in names if n]
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -24,6 +24,9 @@ checkpoints (SmolVLM / Idefics3 backbone), so that
   image."]`` with a generation prompt exactly as colpali-engine's document prompt
   ``<|im_start|>User:<image>Describe the image.<end_of_utterance>\\nAssistant:``.
 
+Sizes above are the "tiny" preset; ``size="small"`` (see :data:`SIZES`) is a wider,
+deeper variant with 128 px tiles and pages up to 512 px for encode benchmarks.
+
 Queries are text + 10 ``<end_of_utterance>`` augmentation tokens (no prefix), left
 padded, as colpali-engine does for ColIdefics3.
 """
@@ -33,10 +36,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from dse.testing.tiny_tokenizer import generate_corpus
+
+if TYPE_CHECKING:
+    from transformers import GPT2Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +68,7 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_smol_tokenizer(vocab_size: int = 600, seed: int = 0):
+def train_smol_tokenizer(vocab_size: int = 600, seed: int = 0) -> GPT2Tokenizer:
     """Train a SmolVLM-layout byte-level BPE tokenizer on generated text.
 
     Returns a ``transformers.GPT2Tokenizer`` (tokenizers backend) with SmolVLM's
@@ -87,7 +94,8 @@ def train_smol_tokenizer(vocab_size: int = 600, seed: int = 0):
     vocab: dict[str, int] = state["model"]["vocab"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]]
     for i, tok in enumerate(BASE_SPECIALS):
-        assert vocab[tok] == i, f"special token {tok} not at id {i}"
+        if vocab.get(tok) != i:  # pragma: no cover - guards a tokenizers behaviour change
+            raise RuntimeError(f"trained tokenizer has {tok} at id {vocab.get(tok)}, expected {i}")
     tokenizer = GPT2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -104,27 +112,53 @@ def train_smol_tokenizer(vocab_size: int = 600, seed: int = 0):
     return tokenizer
 
 
+#: Size presets: "tiny" for unit tests (4 image tokens per 32 px tile, pages at most
+#: 2 x 2 tiles + a global view), "small" for encode benchmarks (64 tokens per 128 px
+#: tile, pages at most 4 x 4 tiles + a global view, like ColSmol at 1/4 scale).
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(
+        vision_image_size=32, size_longest_edge=64, hidden_size=64, num_layers=2, vision_hidden_size=32,
+        vision_layers=1,
+    ),
+    "small": dict(
+        vision_image_size=128, size_longest_edge=512, hidden_size=256, num_layers=4, vision_hidden_size=128,
+        vision_layers=4,
+    ),
+}
+
+
 def build(
     out_dir: Path,
     *,
-    vision_image_size: int = 32,
-    size_longest_edge: int = 64,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    vision_hidden_size: int = 32,
-    vision_layers: int = 1,
+    size: str = "tiny",
+    vision_image_size: int | None = None,
+    size_longest_edge: int | None = None,
+    hidden_size: int | None = None,
+    num_layers: int | None = None,
+    vision_hidden_size: int | None = None,
+    vision_layers: int | None = None,
     vocab_size: int = 600,
     seed: int = 0,
 ) -> Path:
-    """Write a tiny random-weight ColIdefics3 checkpoint to ``out_dir`` and return it.
+    """Write a random-weight ColIdefics3 checkpoint to ``out_dir`` and return it.
 
+    ``size`` picks a preset of :data:`SIZES`; explicit arguments override it.
     ``vision_image_size`` (pixels, a multiple of 16) is the tile side seen by the
     vision tower; each tile becomes ``(vision_image_size // 8) ** 2 // 4`` image
-    tokens (4 by default). Pages are first resized so their longest edge is
-    ``size_longest_edge`` pixels, then split into tiles plus one global view
-    (at most 2 x 2 tiles by default). ``vocab_size`` is the trained BPE size
-    before the image special tokens are added.
+    tokens (4 for "tiny"). Pages are first resized so their longest edge is
+    ``size_longest_edge`` pixels, then split into tiles plus one global view.
+    ``vocab_size`` is the trained BPE size before the image special tokens are added.
     """
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r} for colidefics3; choose one of {', '.join(SIZES)}")
+    preset = SIZES[size]
+    vision_image_size = vision_image_size if vision_image_size is not None else preset["vision_image_size"]
+    size_longest_edge = size_longest_edge if size_longest_edge is not None else preset["size_longest_edge"]
+    hidden_size = hidden_size if hidden_size is not None else preset["hidden_size"]
+    num_layers = num_layers if num_layers is not None else preset["num_layers"]
+    vision_hidden_size = vision_hidden_size if vision_hidden_size is not None else preset["vision_hidden_size"]
+    vision_layers = vision_layers if vision_layers is not None else preset["vision_layers"]
+
     from colpali_engine.models import ColIdefics3, ColIdefics3Processor
     from transformers import Idefics3Config, Idefics3ImageProcessor
 
@@ -194,7 +228,8 @@ def build(
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     logger.info(
-        "built tiny ColIdefics3 in %s (vocab %d, %d tokens per %dpx tile, longest edge %dpx)",
+        "built %s ColIdefics3 in %s (vocab %d, %d tokens per %dpx tile, longest edge %dpx)",
+        size,
         out_dir,
         total_vocab,
         image_seq_len,

@@ -14,19 +14,24 @@ checkpoints, so that ``ColPaliProcessor.from_pretrained(out_dir)`` and
   ``<pad>`` 0, ``<eos>`` 1, ``<bos>`` 2, ``<unk>`` 3, ``<mask>`` 4, then the
   256 byte-fallback tokens ``<0x00>``..``<0xFF>``; ``PaliGemmaProcessor`` adds
   ``<image>`` and the 1,152 ``<locNNNN>`` / ``<segNNN>`` tokens on top.
-* ``preprocessor_config.json`` / ``processor_config.json``: a
+* ``processor_config.json``: a
   ``SiglipImageProcessor`` resizing to ``image_size`` x ``image_size`` pixels
   (bicubic, mean/std 0.5, like PaliGemma) with ``image_seq_length =
   (image_size // 14) ** 2`` image tokens, wrapped in ``ColPaliProcessor``.
 
 Documents are processed with ColPali's published prompt
-(``<image><bos>Describe the image.`` + ``\\n`` appended by
-``PaliGemmaProcessor``); queries are ``<bos>`` + text + 10 ``<pad>``
-augmentation tokens (+ no ``\\n``), exactly as colpali-engine does.
+``<image><bos>Describe the image.`` (``PaliGemmaProcessor`` expands ``<image>``,
+inserts one more ``<bos>`` after the image block and appends ``\\n``); queries are
+``<bos>`` + text + 10 ``<pad>`` augmentation tokens (tokenizer only, no ``\\n``),
+exactly as colpali-engine does.
 
-The tokenizer pads on the RIGHT: PaliGemma's position ids are ``arange(seq)``
-irrespective of the attention mask, so left padding would shift the positions
-of real tokens with the batch composition.
+Sizes above are the "tiny" preset; ``size="small"`` (see :data:`SIZES`) is a wider,
+deeper 224 px variant for encode benchmarks.
+
+The tokenizer pads on the RIGHT, as the published ColPali checkpoints do (the
+colpali maintainers set ``padding_side="right"`` for PaliGemma, illuin-tech/colpali
+issue #12); left-padded rows would also be fully masked rows, which give NaN with
+``sdpa`` attention on CPU.
 """
 
 from __future__ import annotations
@@ -34,10 +39,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from dse.testing.tiny_tokenizer import generate_corpus
+
+if TYPE_CHECKING:
+    from transformers import GemmaTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +54,8 @@ PATCH_SIZE = 14
 GEMMA_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")
 BYTE_TOKENS = tuple(f"<0x{i:02X}>" for i in range(256))
 
-def train_gemma_tokenizer(vocab_size: int = 1000, seed: int = 0):
+
+def train_gemma_tokenizer(vocab_size: int = 1000, seed: int = 0) -> GemmaTokenizer:
     """Train a Gemma-layout BPE tokenizer on generated text (about 0.3 s).
 
     Returns a ``transformers.GemmaTokenizer`` (tokenizers backend) whose vocabulary
@@ -72,29 +82,49 @@ def train_gemma_tokenizer(vocab_size: int = 1000, seed: int = 0):
     vocab: dict[str, int] = state["model"]["vocab"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]]
     for i, tok in enumerate(GEMMA_SPECIALS):
-        assert vocab[tok] == i, f"special token {tok} not at id {i}"
+        if vocab.get(tok) != i:  # pragma: no cover - guards a tokenizers behaviour change
+            raise RuntimeError(f"trained tokenizer has {tok} at id {vocab.get(tok)}, expected {i}")
     # padding_side="right" is saved in tokenizer_config.json, as in the ColPali checkpoints.
     return GemmaTokenizer(vocab=vocab, merges=merges, padding_side="right")
+
+
+#: Size presets: "tiny" for unit tests (16 image tokens, forward in milliseconds),
+#: "small" for encode benchmarks (256 image tokens per page, as a 224 px PaliGemma).
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(image_size=56, hidden_size=64, num_layers=2, vision_hidden_size=32, vision_layers=1),
+    "small": dict(image_size=224, hidden_size=256, num_layers=4, vision_hidden_size=128, vision_layers=4),
+}
 
 
 def build(
     out_dir: Path,
     *,
-    image_size: int = 56,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    vision_hidden_size: int = 32,
-    vision_layers: int = 1,
+    size: str = "tiny",
+    image_size: int | None = None,
+    hidden_size: int | None = None,
+    num_layers: int | None = None,
+    vision_hidden_size: int | None = None,
+    vision_layers: int | None = None,
     vocab_size: int = 1000,
     seed: int = 0,
 ) -> Path:
-    """Write a tiny random-weight ColPali checkpoint to ``out_dir`` and return it.
+    """Write a random-weight ColPali checkpoint to ``out_dir`` and return it.
 
+    ``size`` picks a preset of :data:`SIZES`; explicit arguments override it.
     ``image_size`` (pixels, a multiple of 14) sets both the SigLIP input size and
-    the number of image tokens per page, ``(image_size // 14) ** 2`` (16 by default).
+    the number of image tokens per page, ``(image_size // 14) ** 2`` (16 for "tiny").
     ``vocab_size`` is the size of the trained BPE vocabulary before the processor
     adds ``<image>`` and the location/segmentation tokens.
     """
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r} for colpali; choose one of {', '.join(SIZES)}")
+    preset = SIZES[size]
+    image_size = image_size if image_size is not None else preset["image_size"]
+    hidden_size = hidden_size if hidden_size is not None else preset["hidden_size"]
+    num_layers = num_layers if num_layers is not None else preset["num_layers"]
+    vision_hidden_size = vision_hidden_size if vision_hidden_size is not None else preset["vision_hidden_size"]
+    vision_layers = vision_layers if vision_layers is not None else preset["vision_layers"]
+
     from colpali_engine.models import ColPali, ColPaliProcessor
     from transformers import PaliGemmaConfig, SiglipImageProcessor
 
@@ -158,6 +188,11 @@ def build(
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     logger.info(
-        "built tiny ColPali in %s (vocab %d, %d image tokens, image %dpx)", out_dir, total_vocab, n_image_tokens, image_size
+        "built %s ColPali in %s (vocab %d, %d image tokens, image %dpx)",
+        size,
+        out_dir,
+        total_vocab,
+        n_image_tokens,
+        image_size,
     )
     return out_dir

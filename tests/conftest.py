@@ -1,0 +1,35 @@
+"""Shared pytest fixtures.
+
+``tiny_model_dir(family) -> Path``: a tiny random-weight model of ``family`` (see
+:mod:`dse.testing.tiny`), built offline once per test session under the session's
+temporary directory and laid out like a hub snapshot, so ``Encoder.load(path)``
+detects its family with no network.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Factory: ``tiny_model_dir("dse-qwen2")`` -> directory of that family's tiny model."""
+    from dse.testing.tiny import BUILDERS, build_tiny
+
+    built: dict[str, Path] = {}
+    lock = threading.Lock()
+
+    def get(family: str) -> Path:
+        if family not in BUILDERS:
+            raise KeyError(f"no tiny model for {family!r}; known: {', '.join(BUILDERS)}")
+        with lock:
+            if family not in built:
+                out = tmp_path_factory.mktemp(f"tiny-{family}", numbered=True)
+                built[family] = build_tiny(family, out)
+            return built[family]
+
+    return get
