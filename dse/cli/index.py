@@ -24,6 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--family", default=None, help="model family (detected from the model config when omitted)")
     p.add_argument("--dim", type=int, default=None, help="Matryoshka dimension for DSE models (default: full)")
     p.add_argument("--adapter", default=None, metavar="DIR", help="a LoRA adapter directory to load on the model")
+    p.add_argument("--model-max-pixels", type=int, default=None, metavar="N",
+                   help="encoder image budget in pixels (default: the published model's own)")
+    p.add_argument("--model-min-pixels", type=int, default=None, metavar="N",
+                   help="encoder minimum image size in pixels (default: the published model's own)")
+    p.add_argument("--dtype", default=None, help="model dtype (default: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--query-instruction", default=None, help="GME only: the query instruction (system turn)")
     add_device_argument(p)
     p.add_argument("--batch-size", type=int, default=4, help="pages per encoder batch (default 4)")
     p.add_argument("--commit-every", type=int, default=64,
@@ -67,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             col = Collection.create(directory, args.model or DEFAULT_MODEL, family=args.family, device=args.device,
                                     dim=args.dim, index=args.index, index_params=params,
-                                    pool_factor=args.pool_factor, adapter=args.adapter)
+                                    pool_factor=args.pool_factor, adapter=args.adapter, dtype=args.dtype,
+                                    max_pixels=args.model_max_pixels, min_pixels=args.model_min_pixels,
+                                    **({"query_instruction": args.query_instruction} if args.query_instruction else {}))
     except (CollectionError, EncoderError) as exc:
         return fail("index", str(exc))
     try:

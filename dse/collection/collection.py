@@ -196,9 +196,10 @@ class Collection:
         """The collection's encoder, loaded on first use from the manifest settings."""
         if self._encoder is None:
             enc = self.manifest.encoder
+            options = {"query_instruction": enc["query_instruction"]} if enc.get("query_instruction") else {}
             self._encoder = Encoder.load(enc["model"], family=enc.get("family"), device=self.device,
                                          dim=enc.get("dim"), max_pixels=enc.get("max_pixels"),
-                                         min_pixels=enc.get("min_pixels"), adapter=enc.get("adapter"))
+                                         min_pixels=enc.get("min_pixels"), adapter=enc.get("adapter"), **options)
         return self._encoder
 
     # ------------------------------------------------------------------ index

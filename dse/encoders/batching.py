@@ -59,7 +59,7 @@ def run_batched(
     results: list[R | None] = [None] * len(items)
     current = batch_size
     done = 0
-    with tqdm(total=len(items), desc=desc, unit="item", disable=not progress, file=sys.stderr, leave=False) as bar:
+    with tqdm(total=len(items), desc=desc, unit="item", disable=not progress, file=sys.stderr) as bar:
         while done < len(order):
             idx = order[done : done + current]
             try:

@@ -62,8 +62,53 @@ def check_aspect_ratio(images: Sequence[Image.Image], what: str) -> None:
             )
 
 
+class QwenChatEncoder(HFEncoder):
+    """Single-vector encoders whose inputs are one Qwen chat turn per item (DSE, GME).
+
+    Subclasses define how an :class:`Item` becomes a turn and how a batch is forwarded
+    (``_forward``); the public encode methods below validate inputs and batch them.
+    """
+
+    # --------------------------------------------------------------- public API
+    def encode_documents(
+        self, images: Sequence[Image.Image], *, batch_size: int = 4, progress: bool = False
+    ) -> Vectors:
+        """Page images -> ``(n, dim)`` float32, L2-normalised (the family's page prompt)."""
+        imgs = check_images(images, what="page image")
+        check_aspect_ratio(imgs, "page image")
+        items = [Item("document", image=im) for im in imgs]
+        return self._stack(self._encode(items, batch_size=batch_size, progress=progress, desc="pages"))
+
+    def encode_text_documents(
+        self, texts: Sequence[str], *, batch_size: int = 8, progress: bool = False
+    ) -> Vectors:
+        """Text-only documents (DSE: ``Document: {text}`` + dummy image) -> ``(n, dim)`` float32."""
+        docs = check_texts(texts, what="text document")
+        items = [Item("text_document", text=t) for t in docs]
+        return self._stack(self._encode(items, batch_size=batch_size, progress=progress, desc="text documents"))
+
+    def encode_queries(
+        self,
+        texts: Sequence[str] | None = None,
+        images: Sequence[Image.Image] | None = None,
+        *,
+        batch_size: int = 8,
+        progress: bool = False,
+    ) -> Vectors:
+        """Text, image or fused (image and text in one chat turn) queries -> ``(n, dim)`` float32."""
+        t, i = check_query_inputs(texts, images)
+        if i is not None:
+            check_aspect_ratio(i, "query image")
+        n = len(t) if t is not None else len(i or [])
+        items = [
+            Item("query", text=t[k] if t is not None else None, image=i[k] if i is not None else None)
+            for k in range(n)
+        ]
+        return self._stack(self._encode(items, batch_size=batch_size, progress=progress, desc="queries"))
+
+
 @register_family("dse-qwen2", "dse-qwen2.5")
-class DSEQwenEncoder(HFEncoder):
+class DSEQwenEncoder(QwenChatEncoder):
     """DSE single-vector encoder (Qwen2-VL / Qwen2.5-VL backbone)."""
 
     kind: ClassVar[Literal["single", "multi"]] = "single"
@@ -183,43 +228,6 @@ class DSEQwenEncoder(HFEncoder):
         out = self.model.model(**self._to_device(batch), use_cache=False, return_dict=True)
         reps = l2_normalize(out.last_hidden_state[:, -1, : self.dim])
         return list(reps.cpu().numpy())
-
-    # --------------------------------------------------------------- public API
-    def encode_documents(
-        self, images: Sequence[Image.Image], *, batch_size: int = 4, progress: bool = False
-    ) -> Vectors:
-        """Page images -> ``(n, dim)`` float32, L2-normalised."""
-        imgs = check_images(images, what="page image")
-        check_aspect_ratio(imgs, "page image")
-        items = [Item("document", image=im) for im in imgs]
-        return self._stack(self._encode(items, batch_size=batch_size, progress=progress, desc="pages"))
-
-    def encode_text_documents(
-        self, texts: Sequence[str], *, batch_size: int = 8, progress: bool = False
-    ) -> Vectors:
-        """Text documents (``Document: {text}`` + dummy image) -> ``(n, dim)`` float32."""
-        docs = check_texts(texts, what="text document")
-        items = [Item("text_document", text=t) for t in docs]
-        return self._stack(self._encode(items, batch_size=batch_size, progress=progress, desc="text documents"))
-
-    def encode_queries(
-        self,
-        texts: Sequence[str] | None = None,
-        images: Sequence[Image.Image] | None = None,
-        *,
-        batch_size: int = 8,
-        progress: bool = False,
-    ) -> Vectors:
-        """Text, image or fused (image + ``Query: {q}`` in one turn) queries -> ``(n, dim)`` float32."""
-        t, i = check_query_inputs(texts, images)
-        if i is not None:
-            check_aspect_ratio(i, "query image")
-        n = len(t) if t is not None else len(i or [])
-        items = [
-            Item("query", text=t[k] if t is not None else None, image=i[k] if i is not None else None)
-            for k in range(n)
-        ]
-        return self._stack(self._encode(items, batch_size=batch_size, progress=progress, desc="queries"))
 
     @property
     def settings(self) -> dict[str, Any]:

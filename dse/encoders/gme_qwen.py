@@ -31,25 +31,23 @@ fused-modal mode.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
-from dse.encoders.base import EncoderError, Vectors, register_family
+from dse.encoders.base import EncoderError, register_family
 from dse.encoders.devices import Runtime
-from dse.encoders.dse_qwen import check_aspect_ratio
-from dse.encoders.hf import HFEncoder, Item, l2_normalize, load_pretrained, load_processor, set_qwen_pixels
-from dse.encoders.inputs import check_images, check_query_inputs, check_texts
+from dse.encoders.dse_qwen import QwenChatEncoder
+from dse.encoders.hf import Item, l2_normalize, load_pretrained, load_processor, set_qwen_pixels
 from dse.encoders.sources import ModelSource
 
 logger = logging.getLogger(__name__)
 
 
 @register_family("gme-qwen2")
-class GMEQwenEncoder(HFEncoder):
+class GMEQwenEncoder(QwenChatEncoder):
     """GME single-vector encoder (Qwen2-VL backbone)."""
 
     kind: ClassVar[Literal["single", "multi"]] = "single"
@@ -164,43 +162,6 @@ class GMEQwenEncoder(HFEncoder):
         last = attention_mask.sum(dim=1) - 1
         reps = out.last_hidden_state[torch.arange(len(items), device=last.device), last]
         return list(l2_normalize(reps).cpu().numpy())
-
-    # --------------------------------------------------------------- public API
-    def encode_documents(
-        self, images: Sequence[Image.Image], *, batch_size: int = 4, progress: bool = False
-    ) -> Vectors:
-        """Page images (candidates: image only) -> ``(n, dim)`` float32, L2-normalised."""
-        imgs = check_images(images, what="page image")
-        check_aspect_ratio(imgs, "page image")
-        items = [Item("document", image=im) for im in imgs]
-        return self._stack(self._encode(items, batch_size=batch_size, progress=progress, desc="pages"))
-
-    def encode_text_documents(
-        self, texts: Sequence[str], *, batch_size: int = 8, progress: bool = False
-    ) -> Vectors:
-        """Text candidates -> ``(n, dim)`` float32."""
-        docs = check_texts(texts, what="text document")
-        items = [Item("text_document", text=t) for t in docs]
-        return self._stack(self._encode(items, batch_size=batch_size, progress=progress, desc="text documents"))
-
-    def encode_queries(
-        self,
-        texts: Sequence[str] | None = None,
-        images: Sequence[Image.Image] | None = None,
-        *,
-        batch_size: int = 8,
-        progress: bool = False,
-    ) -> Vectors:
-        """Text, image or fused (image then text, one turn) queries with the query instruction."""
-        t, i = check_query_inputs(texts, images)
-        if i is not None:
-            check_aspect_ratio(i, "query image")
-        n = len(t) if t is not None else len(i or [])
-        items = [
-            Item("query", text=t[k] if t is not None else None, image=i[k] if i is not None else None)
-            for k in range(n)
-        ]
-        return self._stack(self._encode(items, batch_size=batch_size, progress=progress, desc="queries"))
 
     @property
     def settings(self) -> dict[str, Any]:
