@@ -35,8 +35,11 @@ def resolve_torch_device(device: str = "auto") -> torch.device:
 
 
 def faiss_gpu_count() -> int:
-    """Number of GPUs FAISS can use (0 with faiss-cpu)."""
-    import faiss
+    """Number of GPUs FAISS can use (0 with faiss-cpu, or without FAISS)."""
+    try:
+        import faiss
+    except ImportError:
+        return 0
 
     get = getattr(faiss, "get_num_gpus", None)
     return int(get()) if get is not None else 0

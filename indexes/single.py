@@ -24,8 +24,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
+
+try:
+    import faiss
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "FAISS is not installed: install the 'cpu' extra (faiss-cpu) or, on CUDA machines, the 'gpu' extra "
+        "(faiss-gpu-cu12), e.g. `uv sync --extra cpu` or `pip install 'dse[cpu]'`"
+    ) from exc
 
 from indexes.devices import resolve_faiss_device
 from indexes.errors import IndexFormatError, IndexInputError, UnknownIdError

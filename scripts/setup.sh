@@ -25,5 +25,6 @@ if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | cut -d' ' -f2)" != "$U
 fi
 
 # The lock file pins torch 2.13.0 + torchvision 0.28.0 from PyPI (CUDA builds that run on a CPU).
-uv sync --frozen
+# FAISS: the "cpu" extra (faiss-cpu); on a CUDA machine use DSE_EXTRA=gpu (faiss-gpu-cu12).
+uv sync --frozen --extra "${DSE_EXTRA:-cpu}"
 echo "setup: done ($(uv run --frozen python -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'))" >&2
