@@ -253,3 +253,31 @@ def test_corrupted_index_file_gives_clear_cli_error(tmp_path: Path, tiny_model_d
     shutil.rmtree(col / "index")
     r = _dse("stats", "--collection", str(col))
     assert r.returncode == 3 and "Traceback" not in r.stderr
+
+
+def test_sidecar_metadata_and_hnsw_index(tmp_path: Path, tiny_model_dir) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    make_pdf(src / "a.pdf", 2, seed=21)
+    make_pdf(src / "b.pdf", 1, seed=22)
+    (src / "a.pdf.meta.json").write_text(json.dumps({"team": "red", "year": 2024}))
+    col = Collection.create(tmp_path / "c", model=str(tiny_model_dir("dse-qwen2")), device="cpu", index="hnsw",
+                            index_params={"hnsw_m": 8, "ef_search": 32})
+    report = col.add(src, render_settings=SMALL, meta={"project": "x"}, progress=False)
+    assert report.pages == 3 and not report.failures
+    assert col.manifest.index == {"type": "hnsw", "params": {"hnsw_m": 8, "ef_search": 32}, "pool_factor": None}
+    red = col.search("anything", k=10, where={"team": "red"})
+    assert {(Path(h.source).name, h.page) for h in red} == {("a.pdf", 1), ("a.pdf", 2)}
+    assert red[0].meta == {"team": "red", "year": 2024, "project": "x"}
+    assert len(col.search("anything", k=10, where={"year": "2024", "project": "x"})) == 2
+    assert len(col.search("anything", k=10, where={"project": "x"})) == 3
+    # a metadata-only change updates the document without re-encoding it
+    (src / "a.pdf.meta.json").write_text(json.dumps({"team": "blue"}))
+    again = col.add(src, render_settings=SMALL, meta={"project": "x"}, progress=False)
+    assert (again.pages, again.metadata_updated, again.unchanged) == (0, 1, 2)
+    assert {Path(h.source).name for h in col.search("anything", k=10, where={"team": "blue"})} == {"a.pdf"}
+    (src / "b.pdf.meta.json").write_text("[1, 2")
+    bad = col.add(src, render_settings=SMALL, progress=False)
+    assert any("bad metadata sidecar" in f.reason for f in bad.failures)
+    col.close()
+    assert len(Collection.open(tmp_path / "c", device="cpu").search("q", k=3)) == 3
