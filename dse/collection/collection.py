@@ -269,10 +269,10 @@ class Collection:
             dropped = self.store.delete_pending_pages()
             if lost:
                 logger.warning("%d stored pages have no vectors; their documents will be re-indexed", len(lost))
-                rows = self.store.pages(lost)
+                affected = {r.doc_id for r in self.store.pages(lost).values()}
                 self.store.delete_pages(lost)
-                keys = {d.id for d in self.store.documents() if d.doc_id in {r.doc_id for r in rows.values()}}
-                self.store.set_document_status(keys, "indexing")
+                self.store.set_document_status([d.id for d in self.store.documents() if d.doc_id in affected],
+                                               "indexing")
             if orphans or dropped or lost or removing:
                 logger.info("recovered %s: %d orphan vectors dropped, %d pending pages dropped, %d lost pages, "
                             "%d removals finished", self.directory, len(orphans), dropped, len(lost), len(removing))
@@ -369,13 +369,12 @@ class Collection:
         ``fusion="rrf"`` ranks text-only and image-only queries separately and merges them by
         reciprocal rank fusion. ``where`` keeps documents whose metadata equals every ``key: value``.
         """
-        text = None if text is None else str(text)
-        if text is not None and not text.strip():
-            text = None if image is not None else text
+        if text is not None and not str(text).strip():
+            if image is None:
+                raise CollectionError("empty query: the text is blank")
+            text = None  # a blank caption next to an image: an image query
         if text is None and image is None:
             raise CollectionError("empty query: give a text, an image, or both")
-        if text is not None and not text.strip():
-            raise CollectionError("empty query: the text is blank")
         if k < 1:
             raise CollectionError(f"k must be at least 1, got {k}")
         if fusion not in (None, "rrf"):

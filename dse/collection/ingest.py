@@ -211,7 +211,6 @@ class Ingestor:
                                         f"{self.report.pages / max(time.perf_counter() - t0, 1e-9):.2f} pages/s")
             if current is not None:
                 self._close_doc(current, bar)
-            self._flush_batch()
             self._commit()
         finally:
             stop.set()
