@@ -340,7 +340,7 @@ class Collection:
         """Crash-safe removal: mark ``removing``, drop vectors (saved), then rows and images."""
         if not keys:
             return
-        docs = {d.id: d for d in self.store.documents()}
+        doc_ids = self.store.doc_ids(keys)
         self.store.set_document_status(keys, "removing")
         crash_point("after_mark_removing")
         page_ids = self.store.page_ids_of(keys)
@@ -349,9 +349,8 @@ class Collection:
             self._index.save(self.index_dir)
         crash_point("after_remove_vectors")
         self.store.delete_documents(keys)
-        for k in keys:
-            if k in docs:
-                shutil.rmtree(self.directory / "images" / docs[k].doc_id, ignore_errors=True)
+        for doc_id in doc_ids.values():
+            shutil.rmtree(self.directory / "images" / doc_id, ignore_errors=True)
 
     # --------------------------------------------------------------- search
     def search(
@@ -380,11 +379,9 @@ class Collection:
         if fusion not in (None, "rrf"):
             raise CollectionError(f"unknown fusion {fusion!r}; use 'rrf' or none")
         img = _load_query_image(image) if image is not None else None
-        allowed = None
-        if where:
-            allowed = np.asarray(self.store.filter_page_ids({str(a): str(b) for a, b in where.items()}), np.int64)
-            if allowed.size == 0:
-                return []
+        allowed = self._allowed_ids(where)
+        if allowed is not None and allowed.size == 0:
+            return []
         if fusion == "rrf" and text is not None and img is not None:
             depth = max(100, 4 * k)
             text_rank = self._search_encoded(self.encoder.encode_queries(texts=[text]), depth, allowed)[0]
@@ -398,10 +395,13 @@ class Collection:
 
     def search_vectors(self, queries: Any, k: int = 10, *, where: dict[str, Any] | None = None) -> list[list[Hit]]:
         """Search with already-encoded queries (``(q, dim)`` array or a list of ``(t, dim)`` arrays)."""
-        allowed = None
-        if where:
-            allowed = np.asarray(self.store.filter_page_ids({str(a): str(b) for a, b in where.items()}), np.int64)
-        return [self._hits(r) for r in self._search_encoded(queries, k, allowed)]
+        return [self._hits(r) for r in self._search_encoded(queries, k, self._allowed_ids(where))]
+
+    def _allowed_ids(self, where: dict[str, Any] | None) -> np.ndarray | None:
+        """Page ids whose document metadata matches ``where`` (``None``: no filter)."""
+        if not where:
+            return None
+        return np.asarray(self.store.filter_page_ids({str(a): str(b) for a, b in where.items()}), np.int64)
 
     def _search_encoded(self, queries: Any, k: int, allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:
         if len(self._index) == 0:

@@ -26,6 +26,7 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,7 @@ class Ingestor:
         self.report = IndexReport()
         self.plans: dict[str, _Plan] = {}
         self._batch: list[tuple[int, str, Image.Image]] = []  # (page id, doc id, image)
-        self._uncommitted: list[int] = []
+        self._uncommitted: list[tuple[int, str]] = []  # (page id, doc id) added to the index, not yet stored
 
     # ----------------------------------------------------------------- planning
     def _doc_meta(self, src: Any) -> dict[str, Any]:
@@ -298,23 +299,24 @@ class Ingestor:
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        ids, vectors = self._encode(batch)
-        if ids:
-            self.col.index.add(vectors, ids)
-            self._uncommitted.extend(ids)
-            self.report.pages += len(ids)
+        kept, vectors = self._encode(batch)
+        if kept:
+            self.col.index.add(vectors, [pid for pid, _ in kept])
+            self._uncommitted.extend(kept)
+            self.report.pages += len(kept)
             crash_point("after_index_add")
 
-    def _encode(self, batch: Sequence[tuple[int, str, Image.Image]]) -> tuple[list[int], Any]:
+    def _encode(self, batch: Sequence[tuple[int, str, Image.Image]]) -> tuple[list[tuple[int, str]], Any]:
+        """Encode a batch; returns the ``(page id, doc id)`` pairs encoded and their vectors."""
         images = [im for _, _, im in batch]
         try:
             vectors = self.col.encoder.encode_documents(images, batch_size=self.batch_size)
-            return [pid for pid, _, _ in batch], vectors
+            return [(pid, doc_id) for pid, doc_id, _ in batch], vectors
         except EncoderError:
             if len(batch) == 1:
                 raise
         # isolate the bad page(s): encode one by one
-        ok_ids: list[int] = []
+        ok_ids: list[tuple[int, str]] = []
         ok_vecs: list[Any] = []
         for pid, doc_id, im in batch:
             try:
@@ -326,7 +328,7 @@ class Ingestor:
                 self.col.store.delete_pages([pid])
                 self.report.failures.append(Failure(plan.source.source, f"cannot encode page: {exc}", "EncoderError"))
                 continue
-            ok_ids.append(pid)
+            ok_ids.append((pid, doc_id))
             ok_vecs.append(v[0])
         if self.col.kind == "single":
             import numpy as np
@@ -340,15 +342,10 @@ class Ingestor:
             return
         self.col.index.save(self.col.index_dir)
         crash_point("after_index_save")
-        self.col.store.mark_stored(self._uncommitted)
+        committed, self._uncommitted = self._uncommitted, []
+        self.col.store.mark_stored([pid for pid, _ in committed])
         crash_point("after_mark_stored")
-        committed = set(self._uncommitted)
-        self._uncommitted = []
-        pages = self.col.store.pages(list(committed))
-        per_doc: dict[str, int] = {}
-        for row in pages.values():
-            per_doc[row.doc_id] = per_doc.get(row.doc_id, 0) + 1
-        for doc_id, n in per_doc.items():
+        for doc_id, n in Counter(doc_id for _, doc_id in committed).items():
             plan = self.plans.get(doc_id)
             if plan is not None:
                 plan.uncommitted -= n

@@ -109,6 +109,15 @@ class MetadataStore:
                                (status,) if status else ()).fetchall()
         return [self._doc(r) for r in rows]
 
+    def doc_ids(self, keys: Iterable[int]) -> dict[int, str]:
+        """``{documents.id: doc_id}`` for the given integer keys (unknown keys are left out)."""
+        out: dict[int, str] = {}
+        for k in keys:
+            row = self.db.execute("SELECT doc_id FROM documents WHERE id = ?", (int(k),)).fetchone()
+            if row:
+                out[int(k)] = str(row[0])
+        return out
+
     def find_documents(self, key: str) -> list[DocumentRow]:
         """Documents whose doc_id or source equals ``key``."""
         rows = self.db.execute(f"SELECT {self._DOC_COLS} FROM documents WHERE doc_id = ? OR source = ?",

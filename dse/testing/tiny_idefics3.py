@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from dse.testing.presets import resolve_preset
 from dse.testing.tiny_tokenizer import generate_corpus
 
 if TYPE_CHECKING:
@@ -149,15 +150,12 @@ def build(
     ``size_longest_edge`` pixels, then split into tiles plus one global view.
     ``vocab_size`` is the trained BPE size before the image special tokens are added.
     """
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r} for colidefics3; choose one of {', '.join(SIZES)}")
-    preset = SIZES[size]
-    vision_image_size = vision_image_size if vision_image_size is not None else preset["vision_image_size"]
-    size_longest_edge = size_longest_edge if size_longest_edge is not None else preset["size_longest_edge"]
-    hidden_size = hidden_size if hidden_size is not None else preset["hidden_size"]
-    num_layers = num_layers if num_layers is not None else preset["num_layers"]
-    vision_hidden_size = vision_hidden_size if vision_hidden_size is not None else preset["vision_hidden_size"]
-    vision_layers = vision_layers if vision_layers is not None else preset["vision_layers"]
+    p = resolve_preset(SIZES, size, "colidefics3", vision_image_size=vision_image_size,
+                       size_longest_edge=size_longest_edge, hidden_size=hidden_size, num_layers=num_layers,
+                       vision_hidden_size=vision_hidden_size, vision_layers=vision_layers)
+    vision_image_size, size_longest_edge = p["vision_image_size"], p["size_longest_edge"]
+    hidden_size, num_layers = p["hidden_size"], p["num_layers"]
+    vision_hidden_size, vision_layers = p["vision_hidden_size"], p["vision_layers"]
 
     from colpali_engine.models import ColIdefics3, ColIdefics3Processor
     from transformers import Idefics3Config, Idefics3ImageProcessor

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from dse.testing.presets import resolve_preset
 from dse.testing.tiny_tokenizer import generate_corpus
 
 if TYPE_CHECKING:
@@ -116,14 +117,10 @@ def build(
     ``vocab_size`` is the size of the trained BPE vocabulary before the processor
     adds ``<image>`` and the location/segmentation tokens.
     """
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r} for colpali; choose one of {', '.join(SIZES)}")
-    preset = SIZES[size]
-    image_size = image_size if image_size is not None else preset["image_size"]
-    hidden_size = hidden_size if hidden_size is not None else preset["hidden_size"]
-    num_layers = num_layers if num_layers is not None else preset["num_layers"]
-    vision_hidden_size = vision_hidden_size if vision_hidden_size is not None else preset["vision_hidden_size"]
-    vision_layers = vision_layers if vision_layers is not None else preset["vision_layers"]
+    p = resolve_preset(SIZES, size, "colpali", image_size=image_size, hidden_size=hidden_size,
+                       num_layers=num_layers, vision_hidden_size=vision_hidden_size, vision_layers=vision_layers)
+    image_size, hidden_size, num_layers = p["image_size"], p["hidden_size"], p["num_layers"]
+    vision_hidden_size, vision_layers = p["vision_hidden_size"], p["vision_layers"]
 
     from colpali_engine.models import ColPali, ColPaliProcessor
     from transformers import PaliGemmaConfig, SiglipImageProcessor
