@@ -397,6 +397,25 @@ class Collection:
         """Search with already-encoded queries (``(q, dim)`` array or a list of ``(t, dim)`` arrays)."""
         return [self._hits(r) for r in self._search_encoded(queries, k, self._allowed_ids(where))]
 
+    def ask(self, question: str, *, k: int = 3, generator: Any = None,
+            where: dict[str, Any] | None = None) -> Any:
+        """Visual RAG: answer ``question`` from the top-``k`` pages (see :func:`dse.rag.answer_question`).
+
+        ``generator``: a :class:`dse.rag.Generator`, or a model name (hub id or local directory; default
+        ``dse.rag.DEFAULT_GENERATOR``, Qwen/Qwen2-VL-2B-Instruct) loaded on the collection's device on
+        first use and kept on this object for later calls. Returns a :class:`dse.rag.Answer`.
+        """
+        from dse.rag import DEFAULT_GENERATOR, Generator, answer_question, validate_request
+
+        validate_request(question, k)  # before loading a model for a request that cannot succeed
+        if not isinstance(generator, Generator):
+            cache: dict[str, Generator] = self.__dict__.setdefault("_generators", {})
+            name = DEFAULT_GENERATOR if generator is None else str(generator)
+            if name not in cache:
+                cache[name] = Generator.load(name, device=self.device)
+            generator = cache[name]
+        return answer_question(self, question, generator=generator, k=k, where=where)
+
     def _allowed_ids(self, where: dict[str, Any] | None) -> np.ndarray | None:
         """Page ids whose document metadata matches ``where`` (``None``: no filter)."""
         if not where:

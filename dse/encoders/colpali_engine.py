@@ -216,7 +216,14 @@ class ColPaliEngineEncoder(HFEncoder):
         return int((batch["input_ids"] == token_id).sum())
 
     # --------------------------------------------------------------- forward
-    def _forward(self, items: list[Item]) -> list[np.ndarray]:
+    def token_vectors(self, items: list[Item]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable forward of one batch: ``(n, L, dim)`` token vectors and the ``(n, L)`` bool mask.
+
+        The model's output as colpali-engine returns it (L2-normalised per token, padding
+        positions zero), model dtype, on the model's device; runs with autograd when called
+        outside ``torch.inference_mode`` (the training hook; colpali-engine's losses take
+        these padded tensors directly).
+        """
         kinds = {(it.role, it.image is not None, it.text is not None) for it in items}
         if len(kinds) != 1:  # pragma: no cover - callers never mix
             raise ValueError("a batch must hold one kind of input")
@@ -231,7 +238,10 @@ class ColPaliEngineEncoder(HFEncoder):
             batch = self.processor.process_texts([it.text or "" for it in items])
         batch = self._to_device(batch)
         out = self.model(**batch)
-        mask = batch["attention_mask"].bool()
+        return out, batch["attention_mask"].bool()
+
+    def _forward(self, items: list[Item]) -> list[np.ndarray]:
+        out, mask = self.token_vectors(items)
         return [out[k][mask[k]].float().cpu().numpy() for k in range(len(items))]
 
     # --------------------------------------------------------------- public API

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import torch
 from PIL import Image
 
 from dse.encoders.base import EncoderError, Vectors, register_family
@@ -212,7 +213,13 @@ class DSEQwenEncoder(QwenChatEncoder):
         return int(grid.prod()) // int(self.processor.image_processor.merge_size) ** 2
 
     # --------------------------------------------------------------- forward
-    def _forward(self, items: list[Item]) -> list[np.ndarray]:
+    def last_token_states(self, items: list[Item]) -> torch.Tensor:
+        """Differentiable forward of one batch: ``(n, hidden_size)`` last-position hidden states.
+
+        Model dtype, not sliced, not normalised, on the model's device; runs with autograd
+        when called outside ``torch.inference_mode`` (the training hook). The embedding
+        is ``l2_normalize(states[:, :dim])``.
+        """
         from qwen_vl_utils import process_vision_info
 
         messages = [self.messages(it) for it in items]
@@ -226,7 +233,10 @@ class DSEQwenEncoder(QwenChatEncoder):
         )
         # The backbone's last hidden state == the full model's hidden_states[-1] (no lm_head work).
         out = self.model.model(**self._to_device(batch), use_cache=False, return_dict=True)
-        reps = l2_normalize(out.last_hidden_state[:, -1, : self.dim])
+        return out.last_hidden_state[:, -1]
+
+    def _forward(self, items: list[Item]) -> list[np.ndarray]:
+        reps = l2_normalize(self.last_token_states(items)[:, : self.dim])
         return list(reps.cpu().numpy())
 
     @property

@@ -127,7 +127,9 @@ class GMEQwenEncoder(QwenChatEncoder):
         return int(grid.prod()) // int(self.processor.image_processor.merge_size) ** 2
 
     # --------------------------------------------------------------- forward
-    def _forward(self, items: list[Item]) -> list[np.ndarray]:
+    def last_token_states(self, items: list[Item]) -> torch.Tensor:
+        """Differentiable forward of one batch: ``(n, hidden_size)`` hidden states of the last
+        non-pad token (model dtype, not normalised); the training hook. Embedding = L2-normalised."""
         from qwen_vl_utils import fetch_image
 
         with_image = [it.image is not None for it in items]
@@ -160,8 +162,10 @@ class GMEQwenEncoder(QwenChatEncoder):
             embeds = embeds.masked_scatter(mask.unsqueeze(-1), features)
         out = backbone.language_model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
         last = attention_mask.sum(dim=1) - 1
-        reps = out.last_hidden_state[torch.arange(len(items), device=last.device), last]
-        return list(l2_normalize(reps).cpu().numpy())
+        return out.last_hidden_state[torch.arange(len(items), device=last.device), last]
+
+    def _forward(self, items: list[Item]) -> list[np.ndarray]:
+        return list(l2_normalize(self.last_token_states(items)).cpu().numpy())
 
     @property
     def settings(self) -> dict[str, Any]:

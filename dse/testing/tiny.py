@@ -30,6 +30,9 @@ BUILDERS: dict[str, str] = {
     "colqwen2.5": "dse.testing.tiny_qwen:build_colqwen2_5",
     "colpali": "dse.testing.tiny_paligemma:build",
     "colidefics3": "dse.testing.tiny_idefics3:build",
+    # generators for visual RAG (dse.rag), not encoders
+    "qwen2-vl-instruct": "dse.testing.tiny_generator:build_qwen2_vl_instruct",
+    "qwen2.5-vl-instruct": "dse.testing.tiny_generator:build_qwen2_5_vl_instruct",
 }
 
 
