@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from dse.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError
-from dse.cli.common import DEFAULT_MODEL, EXIT_CANNOT_START, add_device_argument, fail
+from dse.cli.common import (DEFAULT_MODEL, EXIT_CANNOT_START, add_device_argument, fail, positive_int,
+                            positive_int_list, show_progress, unit_float)
 
 log = logging.getLogger(__name__)
 
@@ -31,33 +32,8 @@ BENCHMARKS = ("vidore-v1", "vidore-v2")
 
 
 def _k_list(text: str) -> tuple[int, ...]:
-    try:
-        ks = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-    if not ks or ks[0] < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return ks
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _weight(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
+    """argparse type of ``--k``: sorted, distinct cutoffs."""
+    return tuple(sorted(set(positive_int_list(text))))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,24 +61,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "baseline")
     model.add_argument("--family", default=None, help="model family (detected from the model config when omitted)")
     model.add_argument("--adapter", default=None, metavar="DIR", help="a LoRA adapter directory to load on the model")
-    model.add_argument("--dim", type=_positive_int, default=None, help="Matryoshka dimension for DSE models")
-    model.add_argument("--model-max-pixels", type=_positive_int, default=None, metavar="N",
+    model.add_argument("--dim", type=positive_int, default=None, help="Matryoshka dimension for DSE models")
+    model.add_argument("--model-max-pixels", type=positive_int, default=None, metavar="N",
                        help="encoder image budget in pixels (default: the model's own)")
     add_device_argument(model)
-    model.add_argument("--batch-size", type=_positive_int, default=4, help="pages/queries per encoder batch (default 4)")
+    model.add_argument("--batch-size", type=positive_int, default=4, help="pages/queries per encoder batch (default 4)")
     hybrid = p.add_argument_group("baseline and hybrid")
     hybrid.add_argument("--hybrid", choices=[BM25_OCR], default=None,
                         help="also run the OCR + BM25 baseline and fuse it with the model's ranking")
     hybrid.add_argument("--fusion", choices=["rrf", "linear"], default="rrf",
                         help="rrf (reciprocal rank fusion, default) or linear (min-max normalised scores)")
-    hybrid.add_argument("--fusion-weight", type=_weight, default=0.5, metavar="LAMBDA",
+    hybrid.add_argument("--fusion-weight", type=unit_float, default=0.5, metavar="LAMBDA",
                         help="linear fusion: LAMBDA * model + (1 - LAMBDA) * bm25 (default 0.5)")
     hybrid.add_argument("--rrf-k", type=float, default=60.0, help="RRF constant (default 60)")
     hybrid.add_argument("--ocr-lang", default="eng", help="tesseract language(s) for bm25-ocr (default eng)")
     out = p.add_argument_group("output")
     out.add_argument("--k", type=_k_list, default=(1, 5, 10, 100), metavar="K,K,...",
                      help="metric cutoffs (default 1,5,10,100)")
-    out.add_argument("--depth", type=_positive_int, default=100, help="pages retrieved per query in the run (default 100)")
+    out.add_argument("--depth", type=positive_int, default=100, help="pages retrieved per query in the run (default 100)")
     out.add_argument("--out", "-o", default=None, metavar="DIR",
                      help="output directory (default dse-eval/<dataset>/<model>)")
     out.add_argument("--cache-dir", default=None, metavar="DIR",
@@ -111,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     render = p.add_argument_group("rendering of source documents")
     render.add_argument("--dpi", type=float, default=None, help="PDF/office resolution (default 144)")
-    render.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N", help="page pixel budget")
+    render.add_argument("--max-pixels", type=positive_int, default=None, metavar="N", help="page pixel budget")
     render.add_argument("--password", default=None, help="password for encrypted PDFs (also $DSE_PDF_PASSWORD)")
     render.add_argument("--web-mode", choices=("viewport", "full", "tiles"), default="viewport")
     render.add_argument("--timeout", type=float, default=None, metavar="S", help="web load / office conversion timeout")
@@ -132,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--metric", action="append", default=None, metavar="NAME",
                    help="metric key (repeatable), e.g. ndcg_cut_10, recall_5, recip_rank_10 (default: all)")
     c.add_argument("--name", action="append", default=None, help="display name per run, in order (repeatable)")
-    c.add_argument("--resamples", type=_positive_int, default=10000, metavar="N", help="randomisation test resamples (default 10000)")
+    c.add_argument("--resamples", type=positive_int, default=10000, metavar="N", help="randomisation test resamples (default 10000)")
     c.add_argument("--alpha", type=float, default=0.05, help="significance level for the * mark (default 0.05)")
     c.add_argument("--seed", type=int, default=0, help="seed of the randomisation test")
     c.add_argument("--json", dest="compare_json", action="store_true", help="print the comparison as JSON")
@@ -153,10 +129,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    return (not args.quiet and sys.stderr.isatty()) or args.verbose > 0
 
 
 def _render_settings(args: argparse.Namespace) -> Any:
@@ -233,7 +205,7 @@ class _Evaluator:
         from dse.eval.bm25_ocr import bm25_ocr_run
 
         return bm25_ocr_run(dataset, k=self.args.depth, cache_dir=(self.cache_dir / "ocr") if self.cache_dir else None,
-                            lang=self.args.ocr_lang, progress=_progress(self.args), render_settings=self.settings)
+                            lang=self.args.ocr_lang, progress=show_progress(self.args), render_settings=self.settings)
 
     def run(self, dataset: Any, out_dir: Path) -> tuple[list[tuple[str, dict[str, float]]], dict[str, Any], int]:
         """Evaluate; returns (table rows, main metrics doc, number of failures)."""
@@ -249,7 +221,7 @@ class _Evaluator:
             label = BM25_OCR
         else:
             main = evaluate(self.encoder, dataset, k_values=ks, cache_dir=self.cache_dir, batch_size=args.batch_size,
-                            depth=args.depth, render_settings=self.settings, progress=_progress(args))
+                            depth=args.depth, render_settings=self.settings, progress=show_progress(args))
             failures += main.failures
             label = _model_label(self.model, argparse.Namespace(**{**vars(args), "hybrid": None}))
             if args.hybrid:
@@ -301,7 +273,7 @@ def _load_dataset(args: argparse.Namespace, name: str | None, data_dir: str | No
     from dse.eval.hub import load_hub_dataset
 
     return load_hub_dataset(name, data_dir=data_dir, split=args.split, cache_dir=hub_cache, language=args.language,
-                            progress=_progress(args))
+                            progress=show_progress(args))
 
 
 def _task_data_dir(root: str | None, task: str) -> str | None:

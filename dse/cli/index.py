@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dse.cli import EXIT_OK, EXIT_PARTIAL
 from dse.cli.common import (DEFAULT_MODEL, add_collection_argument, add_device_argument, fail, parse_key_values,
-                            print_json)
+                            print_json, show_progress)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = col.add(args.sources, meta=meta, batch_size=args.batch_size, commit_every=args.commit_every,
                          render_settings=settings, sidecars=not args.no_sidecars,
-                         progress=not args.quiet and sys.stderr.isatty() or args.verbose > 0)
+                         progress=show_progress(args))
     except (CollectionError, EncoderError) as exc:
         return fail("index", str(exc))
     finally:

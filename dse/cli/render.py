@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dse.cli import EXIT_OK, EXIT_PARTIAL, UsageError
+from dse.cli.common import positive_float, positive_int
 from renderers import (
     PageRecord,
     Renderer,
@@ -35,31 +36,11 @@ log = logging.getLogger(__name__)
 MANIFEST = "pages.jsonl"
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return value
-
-
 def add_render_arguments(p: argparse.ArgumentParser) -> None:
     """The rendering options, shared by ``dse render`` and ``dse index``."""
-    p.add_argument("--dpi", type=_positive_float, default=None,
+    p.add_argument("--dpi", type=positive_float, default=None,
                    help="PDF/office render resolution (default 144; with --max-pixels, the lower of the two wins)")
-    p.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                    help="pixel budget per page: pages are rendered/downscaled so width*height <= N")
     p.add_argument("--pages", default=None, metavar="RANGES",
                    help="page ranges to render, e.g. 1-3,7 or 5- (slides, TIFF frames and web tiles too)")
@@ -68,15 +49,15 @@ def add_render_arguments(p: argparse.ArgumentParser) -> None:
                    help="PDF rasteriser (default pdfium; pdf2image uses poppler)")
     p.add_argument("--web-mode", choices=("viewport", "full", "tiles"), default="viewport",
                    help="web capture: first 980x980 screen (default), full page, or viewport-high tiles")
-    p.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+    p.add_argument("--timeout", type=positive_float, default=None, metavar="S",
                    help="seconds per web page load and per office conversion (defaults 30 and 180)")
-    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="parallel LibreOffice conversions (default 2)")
     p.add_argument("--pdf-workers", type=int, default=1, metavar="N",
                    help="processes rendering the pages of a large PDF (default 1 = in-process; 0 = one per CPU)")
-    p.add_argument("--web-concurrency", type=_positive_int, default=4, metavar="N",
+    p.add_argument("--web-concurrency", type=positive_int, default=4, metavar="N",
                    help="web pages rendered at once in the shared browser (default 4)")
-    p.add_argument("--max-image-pixels", type=_positive_int, default=100_000_000, metavar="N",
+    p.add_argument("--max-image-pixels", type=positive_int, default=100_000_000, metavar="N",
                    help="reject image files larger than N pixels (default 100000000)")
     p.add_argument("--chromium", default=None, metavar="PATH",
                    help="Chromium executable (default: $DSE_CHROMIUM or PATH)")

@@ -3,20 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from dse.cli import EXIT_OK, EXIT_USAGE, UsageError
-from dse.cli.common import DEFAULT_MODEL, add_device_argument, fail, print_json
-
-
-def _dims(text: str) -> list[int]:
-    try:
-        dims = [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not dims or any(d < 1 for d in dims):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return dims
+from dse.cli.common import DEFAULT_MODEL, add_device_argument, fail, positive_int_list, print_json, show_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--temperature", type=float, default=0.02, help="InfoNCE temperature (default 0.02)")
-    p.add_argument("--matryoshka-dims", type=_dims, default=None, metavar="D1,D2,...",
+    p.add_argument("--matryoshka-dims", type=positive_int_list, default=None, metavar="D1,D2,...",
                    help="DSE: Matryoshka loss over these dims (e.g. 1536,1024,768,512)")
     p.add_argument("--dim", type=int, default=None, help="DSE: output dimension trained (default: full)")
     p.add_argument("--lora-r", type=int, default=None, help="LoRA rank (default: DSE 8, ColPali family 32)")
@@ -88,10 +77,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--cache-dir", default=None, metavar="DIR", help="keep the encoded corpus here for reuse")
     add_device_argument(m)
     m.set_defaults(func=run_mine)
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    return (not args.quiet and sys.stderr.isatty()) or args.verbose > 0
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -176,7 +161,7 @@ def run_mine(args: argparse.Namespace) -> int:
     try:
         mined = mine_negatives(args.model or DEFAULT_MODEL, args.data, args.out, k=args.k, split=args.split,
                                adapter=args.adapter, family=args.family, device=args.device,
-                               batch_size=args.batch_size, cache_dir=args.cache_dir, progress=_progress(args))
+                               batch_size=args.batch_size, cache_dir=args.cache_dir, progress=show_progress(args))
     except EncoderError as exc:
         return fail("mine-negatives", str(exc))
     except (TrainingDataError, DatasetFormatError, ValueError) as exc:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dse.testing.tiny_qwen import QWEN_PROCESSOR_MAX_PIXELS, _build
+from dse.testing.tiny_qwen import QWEN2_5_VL, QWEN2_VL, QwenLayout, build_layout
 
 #: Seed used unless given: differs from the tiny encoders' default (0).
 DEFAULT_SEED = 7
@@ -41,37 +41,19 @@ def _write_generation_config(out_dir: Path) -> None:
     (out_dir / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n", encoding="utf-8")
 
 
+def _build_instruct(out_dir: Path, layout: QwenLayout, *, size: str, seed: int, vocab_size: int) -> Path:
+    out = build_layout(out_dir, layout, size=size, seed=seed, vocab_size=vocab_size)
+    _write_generation_config(out)
+    return out
+
+
 def build_qwen2_vl_instruct(out_dir: Path, *, size: str = "tiny", seed: int = DEFAULT_SEED,
                             vocab_size: int = 1500) -> Path:
     """Qwen2-VL Instruct generator (``Qwen/Qwen2-VL-2B-Instruct`` layout)."""
-    out = _build(
-        out_dir,
-        model_cls_path="transformers.Qwen2VLForConditionalGeneration",
-        processor_cls_path="transformers.Qwen2VLProcessor",
-        architecture="Qwen2VLForConditionalGeneration",
-        qwen2_5=False,
-        max_pixels=QWEN_PROCESSOR_MAX_PIXELS,
-        size=size,
-        seed=seed,
-        vocab_size=vocab_size,
-    )
-    _write_generation_config(out)
-    return out
+    return _build_instruct(out_dir, QWEN2_VL, size=size, seed=seed, vocab_size=vocab_size)
 
 
 def build_qwen2_5_vl_instruct(out_dir: Path, *, size: str = "tiny", seed: int = DEFAULT_SEED,
                               vocab_size: int = 1500) -> Path:
     """Qwen2.5-VL Instruct generator (``Qwen/Qwen2.5-VL-3B-Instruct`` layout)."""
-    out = _build(
-        out_dir,
-        model_cls_path="transformers.Qwen2_5_VLForConditionalGeneration",
-        processor_cls_path="transformers.Qwen2_5_VLProcessor",
-        architecture="Qwen2_5_VLForConditionalGeneration",
-        qwen2_5=True,
-        max_pixels=QWEN_PROCESSOR_MAX_PIXELS,
-        size=size,
-        seed=seed,
-        vocab_size=vocab_size,
-    )
-    _write_generation_config(out)
-    return out
+    return _build_instruct(out_dir, QWEN2_5_VL, size=size, seed=seed, vocab_size=vocab_size)

@@ -21,6 +21,7 @@ their reference inference script under that name; family detection uses it).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -208,18 +209,31 @@ def _processor(processor_cls: type, tok: Any, max_pixels: int) -> Any:
     )
 
 
-def _build(
-    out_dir: Path,
-    *,
-    model_cls_path: str,
-    processor_cls_path: str,
-    architecture: str,
-    qwen2_5: bool,
-    max_pixels: int,
-    size: str,
-    seed: int,
-    vocab_size: int,
-) -> Path:
+@dataclass(frozen=True)
+class QwenLayout:
+    """What a tiny Qwen-based snapshot is: model class, processor class, ``architectures`` entry,
+    Qwen2.5 vision tower or not, and the processor's pixel cap."""
+
+    model_cls_path: str
+    processor_cls_path: str
+    architecture: str
+    qwen2_5: bool
+    max_pixels: int
+
+
+QWEN2_VL = QwenLayout("transformers.Qwen2VLForConditionalGeneration", "transformers.Qwen2VLProcessor",
+                      "Qwen2VLForConditionalGeneration", False, QWEN_PROCESSOR_MAX_PIXELS)
+QWEN2_5_VL = QwenLayout("transformers.Qwen2_5_VLForConditionalGeneration", "transformers.Qwen2_5_VLProcessor",
+                        "Qwen2_5_VLForConditionalGeneration", True, QWEN_PROCESSOR_MAX_PIXELS)
+COLQWEN2 = QwenLayout("colpali_engine.models.ColQwen2", "colpali_engine.models.ColQwen2Processor",
+                      "ColQwen2", False, COLQWEN2_MAX_PIXELS)
+COLQWEN2_5 = QwenLayout("colpali_engine.models.ColQwen2_5", "colpali_engine.models.ColQwen2_5_Processor",
+                        "ColQwen2_5", True, COLQWEN2_MAX_PIXELS)
+
+
+def build_layout(out_dir: Path, layout: QwenLayout, *, size: str = "tiny", seed: int = 0,
+                 vocab_size: int = 1500) -> Path:
+    """Write a tiny random-weight snapshot of ``layout`` into ``out_dir``; returns the directory."""
     import importlib
 
     def _import(path: str) -> Any:
@@ -230,48 +244,28 @@ def _build(
         raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = _build_tokenizer(qwen2_5, vocab_size, seed)
-    cfg = _config(size, qwen2_5, tok, [architecture])
+    tok = _build_tokenizer(layout.qwen2_5, vocab_size, seed)
+    cfg = _config(size, layout.qwen2_5, tok, [layout.architecture])
     torch.manual_seed(seed)
-    model_cls = _import(model_cls_path)
+    model_cls = _import(layout.model_cls_path)
     with torch.device("cpu"):
         model = model_cls(cfg).eval()
-    model.config.architectures = [architecture]
+    model.config.architectures = [layout.architecture]
     model.save_pretrained(out_dir, safe_serialization=True)
-    processor = _processor(_import(processor_cls_path), tok, max_pixels)
+    processor = _processor(_import(layout.processor_cls_path), tok, layout.max_pixels)
     processor.save_pretrained(out_dir)
-    logger.info("wrote tiny %s (%s) to %s", architecture, size, out_dir)
+    logger.info("wrote tiny %s (%s) to %s", layout.architecture, size, out_dir)
     return out_dir
 
 
 def build_dse_qwen2(out_dir: Path, *, size: str = "tiny", seed: int = 0, vocab_size: int = 1500) -> Path:
     """DSE on Qwen2-VL (``MrLight/dse-qwen2-2b-mrl-v1`` layout)."""
-    return _build(
-        out_dir,
-        model_cls_path="transformers.Qwen2VLForConditionalGeneration",
-        processor_cls_path="transformers.Qwen2VLProcessor",
-        architecture="Qwen2VLForConditionalGeneration",
-        qwen2_5=False,
-        max_pixels=QWEN_PROCESSOR_MAX_PIXELS,
-        size=size,
-        seed=seed,
-        vocab_size=vocab_size,
-    )
+    return build_layout(out_dir, QWEN2_VL, size=size, seed=seed, vocab_size=vocab_size)
 
 
 def build_dse_qwen2_5(out_dir: Path, *, size: str = "tiny", seed: int = 0, vocab_size: int = 1500) -> Path:
     """DSE on Qwen2.5-VL."""
-    return _build(
-        out_dir,
-        model_cls_path="transformers.Qwen2_5_VLForConditionalGeneration",
-        processor_cls_path="transformers.Qwen2_5_VLProcessor",
-        architecture="Qwen2_5_VLForConditionalGeneration",
-        qwen2_5=True,
-        max_pixels=QWEN_PROCESSOR_MAX_PIXELS,
-        size=size,
-        seed=seed,
-        vocab_size=vocab_size,
-    )
+    return build_layout(out_dir, QWEN2_5_VL, size=size, seed=seed, vocab_size=vocab_size)
 
 
 def build_gme_qwen2(out_dir: Path, *, size: str = "tiny", seed: int = 0, vocab_size: int = 1500) -> Path:
@@ -283,29 +277,9 @@ def build_gme_qwen2(out_dir: Path, *, size: str = "tiny", seed: int = 0, vocab_s
 
 def build_colqwen2(out_dir: Path, *, size: str = "tiny", seed: int = 0, vocab_size: int = 1500) -> Path:
     """ColQwen2 (colpali-engine ``ColQwen2`` + ``ColQwen2Processor``, max 768 visual tokens)."""
-    return _build(
-        out_dir,
-        model_cls_path="colpali_engine.models.ColQwen2",
-        processor_cls_path="colpali_engine.models.ColQwen2Processor",
-        architecture="ColQwen2",
-        qwen2_5=False,
-        max_pixels=COLQWEN2_MAX_PIXELS,
-        size=size,
-        seed=seed,
-        vocab_size=vocab_size,
-    )
+    return build_layout(out_dir, COLQWEN2, size=size, seed=seed, vocab_size=vocab_size)
 
 
 def build_colqwen2_5(out_dir: Path, *, size: str = "tiny", seed: int = 0, vocab_size: int = 1500) -> Path:
     """ColQwen2.5 (colpali-engine ``ColQwen2_5`` + ``ColQwen2_5_Processor``)."""
-    return _build(
-        out_dir,
-        model_cls_path="colpali_engine.models.ColQwen2_5",
-        processor_cls_path="colpali_engine.models.ColQwen2_5_Processor",
-        architecture="ColQwen2_5",
-        qwen2_5=True,
-        max_pixels=COLQWEN2_MAX_PIXELS,
-        size=size,
-        seed=seed,
-        vocab_size=vocab_size,
-    )
+    return build_layout(out_dir, COLQWEN2_5, size=size, seed=seed, vocab_size=vocab_size)
