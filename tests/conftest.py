@@ -3,7 +3,8 @@
 ``tiny_model_dir(family) -> Path``: a tiny random-weight model of ``family`` (see
 :mod:`dse.testing.tiny`), built offline once per test session under the session's
 temporary directory and laid out like a hub snapshot, so ``Encoder.load(path)``
-detects its family with no network.
+detects its family with no network. ``dse_col`` / ``col_col``: small indexed collections
+(dse-qwen2 / colqwen2) shared by the server tests.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,3 +35,19 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], 
             return built[family]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def dse_col(tiny_model_dir: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A small indexed collection (tests/server_helpers.CORPUS) with the tiny dse-qwen2 model."""
+    from server_helpers import build_collection
+
+    return build_collection("dse-qwen2", tiny_model_dir("dse-qwen2"), tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def col_col(tiny_model_dir: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The same collection with the tiny colqwen2 model (multi-vector, MaxSim)."""
+    from server_helpers import build_collection
+
+    return build_collection("colqwen2", tiny_model_dir("colqwen2"), tmp_path_factory.getbasetemp())

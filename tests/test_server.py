@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from server_helpers import Built, build_collection, copy_collection, make_page
+from server_helpers import Built, copy_collection, make_page
 
 from dse.cli import main
 from dse.collection import Collection
@@ -22,16 +22,6 @@ from dse.server.limits import Limits
 from dse.server.security import check_bind, is_loopback
 
 KEY = "s3cret-key-123"
-
-
-@pytest.fixture(scope="module")
-def dse_col(tiny_model_dir, tmp_path_factory) -> Built:
-    return build_collection("dse-qwen2", tiny_model_dir("dse-qwen2"), tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def col_col(tiny_model_dir, tmp_path_factory) -> Built:
-    return build_collection("colqwen2", tiny_model_dir("colqwen2"), tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

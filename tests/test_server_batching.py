@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from server_helpers import Built, build_collection, live_server
+from server_helpers import Built, live_server
 
 from dse.encoders import InvalidInput
 from dse.server.app import create_app
@@ -18,16 +18,6 @@ from dse.server.batching import QueryBatcher
 
 QUERIES = ["red block", "blue page", "a green chart", "orange quarter revenue", "page zero", "page one",
            "table of figures", "latency throughput"]
-
-
-@pytest.fixture(scope="module")
-def dse_col(tiny_model_dir, tmp_path_factory) -> Built:
-    return build_collection("dse-qwen2", tiny_model_dir("dse-qwen2"), tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def col_col(tiny_model_dir, tmp_path_factory) -> Built:
-    return build_collection("colqwen2", tiny_model_dir("colqwen2"), tmp_path_factory.getbasetemp())
 
 
 class Recording:

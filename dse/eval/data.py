@@ -103,7 +103,7 @@ def _resolve(root: Path, value: str) -> Path:
     return (p if p.is_absolute() else root / p).resolve()
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based line number, object) for every non-blank line; malformed JSON raises DatasetFormatError."""
     try:
         fh = open(path, encoding="utf-8")
@@ -159,7 +159,7 @@ def _load_corpus(root: Path) -> list[CorpusItem]:
     path = root / CORPUS_FILE
     items: list[CorpusItem] = []
     seen: dict[str, int] = {}
-    for lineno, obj in _iter_jsonl(path):
+    for lineno, obj in iter_jsonl(path):
         where = f"{path}:{lineno}"
         cid = _get_id(obj, where)
         if cid in seen:
@@ -193,7 +193,7 @@ def _load_queries(root: Path) -> list[Query]:
     path = root / QUERIES_FILE
     queries: list[Query] = []
     seen: dict[str, int] = {}
-    for lineno, obj in _iter_jsonl(path):
+    for lineno, obj in iter_jsonl(path):
         where = f"{path}:{lineno}"
         qid = _get_id(obj, where)
         if qid in seen:
@@ -316,7 +316,7 @@ def _merge_jsonl(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     if not path.exists():
         return new
-    old = [obj for _, obj in _iter_jsonl(path)]
+    old = [obj for _, obj in iter_jsonl(path)]
     by_id = {str(o.get("_id")): o for o in old}
     out = list(old)
     for obj in new:

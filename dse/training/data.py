@@ -200,23 +200,16 @@ def _render_pages(ds: Any, items: list[Any], cache_dir: str | Path | None, rende
 
 def read_negatives(path: str | Path) -> dict[str, list[str]]:
     """A negatives JSONL file (``{"query_id": ..., "negatives": [...]}`` per line) as a dict."""
+    from dse.eval.data import DatasetFormatError, iter_jsonl
+
     path = Path(path)
     out: dict[str, list[str]] = {}
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise TrainingDataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrainingDataError(f"{path}: cannot read ({exc})") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TrainingDataError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-        qid = obj.get("query_id") if isinstance(obj, dict) else None
-        negs = obj.get("negatives") if isinstance(obj, dict) else None
+        rows = list(iter_jsonl(path))
+    except DatasetFormatError as exc:
+        raise TrainingDataError(str(exc)) from None
+    for lineno, obj in rows:
+        qid, negs = obj.get("query_id"), obj.get("negatives")
         if qid is None or not isinstance(negs, list) or not all(isinstance(n, (str, int)) for n in negs):
             raise TrainingDataError(f"{path}:{lineno}: expected {{\"query_id\": ..., \"negatives\": [ids...]}}")
         out.setdefault(str(qid), []).extend(str(n) for n in negs)
