@@ -76,6 +76,8 @@ def test_search_viewer_similarity_image_and_answer(col_col: Built, tiny_model_di
             expect(page.locator("#viewer")).to_be_hidden()
 
             # drag and drop an image: an image query (the text cleared) finds that very page first
+            expect(page.locator("#image-chip")).to_be_hidden()  # no empty preview before an image is chosen
+            expect(page.locator("#drop-hint")).to_be_visible()
             page.fill("#query", "")
             page.evaluate("""(b64) => {
                 const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
