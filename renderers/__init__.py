@@ -44,12 +44,14 @@ from renderers.errors import (
 )
 
 if TYPE_CHECKING:
+    from renderers.images import load_image
     from renderers.pipeline import Renderer, render, render_source
     from renderers.records import PageRecord, RenderFailure
     from renderers.settings import DEFAULT_DPI, PageSelection, RenderSettings
     from renderers.sources import Source, iter_sources, make_doc_id
 
 _LAZY = {
+    "load_image": "renderers.images",
     "Renderer": "renderers.pipeline",
     "render": "renderers.pipeline",
     "render_source": "renderers.pipeline",
@@ -100,6 +102,7 @@ __all__ = [
     "UnsupportedFormatError",
     "WebError",
     "iter_sources",
+    "load_image",
     "make_doc_id",
     "render",
     "render_source",

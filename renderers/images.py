@@ -7,15 +7,17 @@ checked against ``settings.image_max_pixels`` *before* any pixel is decoded.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from renderers.errors import CorruptDocumentError, ImageTooLargeError, NoPagesError
+from renderers.errors import CorruptDocumentError, ImageTooLargeError, NoPagesError, SourceNotFoundError
 from renderers.records import PageRecord
 from renderers.settings import RenderSettings, fit_to_budget, select_pages
 
@@ -58,7 +60,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path | IO[bytes]) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -100,6 +102,42 @@ def _decode_frame(image: Image.Image, max_pixels: int | None) -> tuple[Image.Ima
     return rgb, rotated
 
 
+def _decode_checked(image: Image.Image, max_pixels: int | None, page: int) -> tuple[Image.Image, bool]:
+    """:func:`_decode_frame` with decoding failures as render errors."""
+    try:
+        return _decode_frame(image, max_pixels)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image rejected as a decompression bomb: {exc}", page=page) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptDocumentError(f"corrupt or truncated image: {exc}", page=page) from None
+
+
+def load_image(file: str | os.PathLike[str] | bytes | IO[bytes], *, max_pixels: int | None = None,
+               image_max_pixels: int = RenderSettings.image_max_pixels) -> Image.Image:
+    """One image (a path, the file's bytes or a binary file object) as the page image an indexer sees.
+
+    The first frame, EXIF orientation applied, converted to 8-bit RGB (alpha over white) and,
+    with ``max_pixels``, downscaled so that width * height <= ``max_pixels``. The size in the
+    header is checked against ``image_max_pixels`` (default 100 MP) before any pixel is decoded.
+    Raises :class:`SourceNotFoundError`, :class:`ImageTooLargeError` or
+    :class:`CorruptDocumentError` (also for empty data).
+    """
+    if isinstance(file, (bytes, bytearray)):
+        if not file:
+            raise CorruptDocumentError("empty image data")
+        file = io.BytesIO(file)
+    elif isinstance(file, (str, os.PathLike)):
+        file = Path(file)
+        if not file.is_file():
+            raise SourceNotFoundError(f"image not found: {file}")
+    image = _open(file)
+    try:
+        _check_size(image, image_max_pixels, 1)
+        return _decode_checked(image, max_pixels, 1)[0]
+    finally:
+        image.close()
+
+
 def render_image(path: Path, source: Any, settings: RenderSettings) -> Iterator[PageRecord]:
     """Render the image file at ``path`` (one page, or one per TIFF frame).
 
@@ -122,12 +160,7 @@ def render_image(path: Path, source: Any, settings: RenderSettings) -> Iterator[
                     raise CorruptDocumentError(f"frame {p} is missing (truncated file)", page=p) from None
             _check_size(image, settings.image_max_pixels, p)
             original_size = list(image.size)
-            try:
-                rgb, rotated = _decode_frame(image, settings.max_pixels)
-            except Image.DecompressionBombError as exc:
-                raise ImageTooLargeError(f"image rejected as a decompression bomb: {exc}", page=p) from None
-            except (OSError, SyntaxError, ValueError) as exc:
-                raise CorruptDocumentError(f"corrupt or truncated image: {exc}", page=p) from None
+            rgb, rotated = _decode_checked(image, settings.max_pixels, p)
             page_settings = {"kind": "image", "format": fmt, "max_pixels": settings.max_pixels,
                              "original_size": original_size, "exif_transposed": rotated}
             if n_frames > 1:

@@ -117,6 +117,29 @@ def test_where_filter_and_empty_query(dse_collection: Collection, corpus: Path) 
         col.search(image="/nonexistent.png")
 
 
+def test_query_images_are_read_like_pages(dse_collection: Collection, tmp_path: Path) -> None:
+    """A query photo stored sideways with an EXIF orientation searches as its upright view;
+    an unreadable or oversized query image is a CollectionError, not a traceback."""
+    from fixtures_docs import make_exif_rotated_jpeg
+
+    from renderers import load_image
+
+    col = dse_collection
+    rotated = tmp_path / "rotated.jpg"
+    make_exif_rotated_jpeg(rotated, size=(160, 120))
+    upright = load_image(rotated)
+    assert upright.size == (160, 120)
+    by_path = col.search(image=rotated, k=3)
+    by_upright = col.search(image=upright, k=3)
+    assert [(h.page_id, round(h.score, 5)) for h in by_path] == [(h.page_id, round(h.score, 5)) for h in by_upright]
+    with Image.open(rotated) as raw:  # the stored (sideways) pixels are a different query
+        sideways = col.search(image=raw.convert("RGB"), k=3)
+    assert [round(h.score, 5) for h in sideways] != [round(h.score, 5) for h in by_path]
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(CollectionError, match="cannot read query image .*notes.png"):
+        col.search(image=tmp_path / "notes.png")
+
+
 def test_rrf_fusion() -> None:
     fused = reciprocal_rank_fusion([[(1, 0.9), (2, 0.8), (3, 0.1)], [(3, 5.0), (1, 4.0)]], k=60)
     assert [d for d, _ in fused] == [1, 3, 2]

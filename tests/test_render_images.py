@@ -143,3 +143,34 @@ def test_animations_give_their_first_frame(tmp_path, name):
     recs = list(render([tmp_path / name]))
     assert len(recs) == 1 and isinstance(recs[0], PageRecord)
     assert color_close(mean_color(recs[0].image, (5, 5, 25, 25)), (255, 0, 0), 6)
+
+
+def test_load_image_reads_like_the_indexer(tmp_path):
+    """renderers.load_image (query images, uploads, eval corpora): path, bytes or file object ->
+    the same upright RGB page the image renderer produces, with the same size guard and errors."""
+    import io
+
+    from renderers import CorruptDocumentError, ImageTooLargeError, SourceNotFoundError, load_image
+
+    path = tmp_path / "rotated.jpg"
+    w, h = make_exif_rotated_jpeg(path)
+    (rec,) = _one(path)
+    for given in (path, str(path), path.read_bytes(), io.BytesIO(path.read_bytes())):
+        img = load_image(given)
+        assert img.mode == "RGB" and img.size == (w, h)
+        np.testing.assert_array_equal(np.asarray(img), np.asarray(rec.image))
+    Image.new("RGBA", (1600, 1000), (0, 0, 255, 0)).save(tmp_path / "big.png")
+    small = load_image(tmp_path / "big.png", max_pixels=400_000)
+    assert small.mode == "RGB" and small.size[0] * small.size[1] <= 400_000
+    assert color_close(mean_color(small, (0, 0, small.width, small.height)), (255, 255, 255), 2)  # alpha over white
+    make_png_header_only(tmp_path / "huge.png", 12000, 12000)
+    with pytest.raises(ImageTooLargeError, match="12000x12000"):
+        load_image(tmp_path / "huge.png")
+    with pytest.raises(ImageTooLargeError, match="1 MP limit"):
+        load_image(tmp_path / "big.png", image_max_pixels=1_000_000)
+    with pytest.raises(SourceNotFoundError, match="image not found"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(CorruptDocumentError, match="empty image data"):
+        load_image(b"")
+    with pytest.raises(CorruptDocumentError):
+        load_image(b"hello, I am text\n")

@@ -208,7 +208,7 @@ def test_limits_and_bad_input(dse_col: Built, client: TestClient) -> None:
     with TestClient(create_app(dse_col.directory, device="cpu", encoder=dse_col.encoder, limits=small)) as c:
         big = png_bytes(Image.new("RGB", (400, 400), "white"))  # 160,000 px, a few KB
         r = c.post("/search", files={"image": ("big.png", big, "image/png")})
-        assert r.status_code == 413 and "400x400 = 0.2 megapixels (limit 0.1)" in detail(r)
+        assert r.status_code == 413 and "400x400 = 0.2 MP, over the 0.1 MP limit" in detail(r)
         noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8))
         r = c.post("/search", files={"image": ("noise.png", png_bytes(noise), "image/png")})
         assert r.status_code == 413 and "request body is too large" in detail(r)

@@ -460,14 +460,15 @@ class Collection:
 
 
 def _load_query_image(image: str | os.PathLike[str] | Image.Image) -> Image.Image:
+    """A query image as pages are indexed: first frame, EXIF orientation, RGB, the 100 MP guard
+    (:func:`renderers.load_image`)."""
     if isinstance(image, Image.Image):
         return image
-    path = Path(image)
-    if not path.is_file():
-        raise CollectionError(f"query image not found: {path}")
+    from renderers import RenderError, SourceNotFoundError, load_image
+
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB") if im.mode != "RGB" else im.copy()
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise CollectionError(f"cannot read query image {path}: {exc}") from exc
+        return load_image(image)
+    except SourceNotFoundError:
+        raise CollectionError(f"query image not found: {Path(image)}") from None
+    except RenderError as exc:
+        raise CollectionError(f"cannot read query image {Path(image)}: {exc}") from None

@@ -106,15 +106,12 @@ def _query_texts(dataset: EvalDataset, cache_dir: str | Path | None, lang: str, 
     texts = {q.id: q.text or "" for q in dataset.queries}
     with_images = [q for q in dataset.queries if q.image is not None]
     if with_images:
-        from PIL import Image, ImageOps
-
-        from renderers.images import to_rgb
+        from renderers import load_image
 
         def images():
             for q in with_images:
                 try:
-                    with Image.open(q.image) as im:
-                        yield q.id, to_rgb(ImageOps.exif_transpose(im))
+                    yield q.id, load_image(q.image)
                 except Exception as exc:  # noqa: BLE001 - report the query image, keep its text
                     log.warning("query %s: cannot read image %s: %s", q.id, q.image, exc)
 

@@ -385,17 +385,6 @@ def write_local_dataset(dataset: EvalDataset, out_dir: str | Path, split: str = 
 # --------------------------------------------------------------------------- page images
 
 
-def _load_image(path: Path) -> Image.Image:
-    from PIL import Image, ImageOps
-
-    from renderers.images import to_rgb
-
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        im.load()
-        return to_rgb(im)
-
-
 def iter_corpus_images(
     dataset: EvalDataset,
     render_settings: RenderSettings | None = None,
@@ -404,14 +393,15 @@ def iter_corpus_images(
 ) -> Iterator[tuple[str, Image.Image]]:
     """(corpus id, RGB page image) for every corpus item that can be produced.
 
-    Image items are read from disk (EXIF orientation applied, converted to RGB);
+    Image items are read as the indexer reads them (:func:`renderers.load_image`: EXIF
+    orientation, RGB, the settings' pixel budget and size guard);
     ``source`` + ``page`` items are rendered by :mod:`renderers` (each document once,
     only the pages the corpus uses). Items that fail (unreadable image, document that
     fails to render, page beyond the end of the document) are passed to ``on_failure``
     (default: logged as a warning) and skipped; the rest is still yielded. Image items
     come first, in corpus order, then the pages of each document in page order.
     """
-    from renderers import PageRecord, RenderFailure, RenderSettings, render_source
+    from renderers import PageRecord, RenderFailure, RenderSettings, load_image, render_source
 
     def report(f: CorpusFailure) -> None:
         if on_failure is not None:
@@ -424,7 +414,8 @@ def iter_corpus_images(
     for item in dataset.corpus:
         if item.image is not None:
             try:
-                image = _load_image(item.image)
+                image = load_image(item.image, max_pixels=settings.max_pixels,
+                                   image_max_pixels=settings.image_max_pixels)
             except Exception as exc:  # noqa: BLE001 - any decoding error is reported, the rest goes on
                 report(CorpusFailure(item.id, str(item.image), str(exc) or type(exc).__name__, type(exc).__name__))
                 continue

@@ -182,9 +182,9 @@ def _page_map(col: Collection, dataset: EvalDataset) -> dict[int, list[str]]:
 
 
 def _load_query_image(path: Path) -> Any:
-    from dse.eval.data import _load_image
+    from renderers import load_image
 
-    return _load_image(path)
+    return load_image(path)
 
 
 def _encode_queries(encoder: Encoder, queries: Sequence[Query], *, batch_size: int, progress: bool

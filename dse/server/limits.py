@@ -6,13 +6,11 @@ specific message; the app turns it into ``{"detail": message}`` with that status
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 
 class RequestError(Exception):
@@ -94,27 +92,16 @@ def check_filters(filters: Any, limits: Limits) -> dict[str, str] | None:
 
 
 def decode_image(data: bytes, limits: Limits, *, what: str = "uploaded image") -> Image.Image:
-    """Bytes of an image file -> decoded PIL image, after checking its pixel count from the header."""
+    """Bytes of an image file -> the RGB query image (:func:`renderers.load_image`: first frame, EXIF
+    orientation), after checking its pixel count from the header (413 over the limit, 400 unreadable)."""
+    from renderers import CorruptDocumentError, ImageTooLargeError, load_image
+
     if not data:
         raise RequestError(400, f"the {what} is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            w, h = im.size
-            if w * h > limits.max_image_pixels:
-                raise RequestError(413, f"the {what} is too large: {w}x{h} = {w * h / 1e6:.1f} megapixels "
-                                        f"(limit {limits.max_image_pixels / 1e6:.1f})")
-            if w < 1 or h < 1:
-                raise RequestError(400, f"the {what} has no pixels ({w}x{h})")
-            im.load()
-    except RequestError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return load_image(data, image_max_pixels=limits.max_image_pixels)
+    except ImageTooLargeError as exc:
         raise RequestError(413, f"the {what} is too large: {exc}") from None
-    except UnidentifiedImageError:
-        raise RequestError(400, f"the {what} is not an image in a format this server reads (PNG, JPEG, WebP, ...)"
-                           ) from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise RequestError(400, f"cannot read the {what}: {exc}") from None
-    return im  # mode conversion (alpha on white, palette, CMYK, ...) is the encoder's job
+    except CorruptDocumentError as exc:
+        raise RequestError(400, f"the {what} is not an image in a format this server reads (PNG, JPEG, WebP, "
+                                f"...): {exc}") from None
