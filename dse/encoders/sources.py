@@ -91,7 +91,7 @@ def looks_like_hub_id(name: str) -> bool:
     return bool(_HUB_ID.match(name)) and not name.startswith((".", "~"))
 
 
-def download_snapshot(repo_id: str) -> Path:
+def download_snapshot(repo_id: str, *, option: str = "--model") -> Path:
     """Fetch (or find in the local cache) a hub snapshot; raise :class:`ModelNotFound` with one line."""
     try:
         from huggingface_hub import snapshot_download
@@ -103,7 +103,7 @@ def download_snapshot(repo_id: str) -> Path:
         )
     except ImportError as exc:  # pragma: no cover - huggingface_hub ships with transformers
         raise ModelNotFound(f"huggingface_hub is not installed; cannot download {repo_id!r}") from exc
-    hint = f"pass --model /path/to/local/dir (a snapshot of {repo_id})"
+    hint = f"pass {option} /path/to/local/dir (a snapshot of {repo_id})"
     try:
         return Path(snapshot_download(repo_id, allow_patterns=SNAPSHOT_PATTERNS))
     except GatedRepoError as exc:
@@ -124,15 +124,18 @@ def download_snapshot(repo_id: str) -> Path:
         raise
 
 
-def locate(name: str) -> Path:
-    """Local directory for ``name``: the directory itself, or a downloaded hub snapshot."""
+def locate(name: str, *, option: str = "--model") -> Path:
+    """Local directory for ``name``: the directory itself, or a downloaded hub snapshot.
+
+    ``option`` is the command-line option a download failure's hint names (``--model``,
+    ``--generator``, ...)."""
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ModelNotFound(f"model {name!r} is a file; pass the model directory (with config.json)")
         return path.resolve()
     if looks_like_hub_id(name):
-        return download_snapshot(name)
+        return download_snapshot(name, option=option)
     raise ModelNotFound(f"model directory {name!r} does not exist (and it is not a hub id like owner/name)")
 
 
@@ -143,11 +146,13 @@ def _has_processor_files(path: Path) -> bool:
     )
 
 
-def resolve_model(name: str, *, adapter: str | None = None) -> ModelSource:
-    """Resolve ``name`` (and an optional extra adapter dir) to a :class:`ModelSource`."""
+def resolve_model(name: str, *, adapter: str | None = None, option: str = "--model") -> ModelSource:
+    """Resolve ``name`` (and an optional extra adapter dir) to a :class:`ModelSource`.
+
+    ``option``: the command-line option that download-failure hints name."""
     if not isinstance(name, str) or not name.strip():
         raise ModelNotFound("no model given; pass a hub id (owner/name) or a local model directory")
-    path = locate(name)
+    path = locate(name, option=option)
     model = name if not Path(name).expanduser().exists() else str(path)
     revision = revision_from_path(path)
     adapters: list[Path] = []

@@ -110,13 +110,9 @@ class Generator:
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise GeneratorError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         try:
-            source = resolve_model(str(model))
+            source = resolve_model(str(model), option="--generator")
         except ModelNotFound as exc:
-            message = str(exc)
-            if "pass --model" in message:  # the encoders' hint names the wrong option here
-                message = message.split("; pass --model")[0] + (
-                    f"; pass a local directory (a snapshot of {model}) as the generator, e.g. --generator DIR")
-            raise GeneratorError(message) from exc
+            raise GeneratorError(str(exc)) from exc
         except EncoderError as exc:
             raise GeneratorError(f"cannot load generator {model!r}: {exc}") from exc
         config = source.config
