@@ -43,7 +43,7 @@ from PIL import Image
 from dse.encoders.base import EncoderError, Vectors, register_family
 from dse.encoders.devices import Runtime
 from dse.encoders.dse_qwen import check_aspect_ratio
-from dse.encoders.hf import HFEncoder, Item, load_pretrained, load_processor, set_qwen_pixels
+from dse.encoders.hf import HFEncoder, Item, load_pretrained, load_processor, query_items, set_qwen_pixels
 from dse.encoders.inputs import check_images, check_query_inputs, check_texts
 from dse.encoders.sources import ModelSource
 
@@ -279,9 +279,5 @@ class ColPaliEngineEncoder(HFEncoder):
             check_aspect_ratio(i, "query image")
         if t is not None and i is not None and not self.spec.fused:
             raise EncoderError(f"fused image+text queries are not supported for {self.family}")
-        n = len(t) if t is not None else len(i or [])
-        items = [
-            Item("query", text=t[k] if t is not None else None, image=i[k] if i is not None else None)
-            for k in range(n)
-        ]
+        items = query_items(t, i)
         return self._encode(items, batch_size=batch_size, progress=progress, desc="queries")

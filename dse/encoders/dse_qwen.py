@@ -40,7 +40,8 @@ from PIL import Image
 
 from dse.encoders.base import EncoderError, Vectors, register_family
 from dse.encoders.devices import Runtime
-from dse.encoders.hf import HFEncoder, Item, l2_normalize, load_pretrained, load_processor, set_qwen_pixels
+from dse.encoders.hf import (HFEncoder, Item, l2_normalize, load_pretrained, load_processor, query_items,
+                             set_qwen_pixels)
 from dse.encoders.inputs import check_images, check_query_inputs, check_texts
 from dse.encoders.sources import ModelSource
 
@@ -100,11 +101,7 @@ class QwenChatEncoder(HFEncoder):
         t, i = check_query_inputs(texts, images)
         if i is not None:
             check_aspect_ratio(i, "query image")
-        n = len(t) if t is not None else len(i or [])
-        items = [
-            Item("query", text=t[k] if t is not None else None, image=i[k] if i is not None else None)
-            for k in range(n)
-        ]
+        items = query_items(t, i)
         return self._stack(self._encode(items, batch_size=batch_size, progress=progress, desc="queries"))
 
 

@@ -40,6 +40,14 @@ class Item:
         return float(pixels + len(self.text or ""))
 
 
+def query_items(texts: Sequence[str] | None, images: Sequence[Image.Image] | None) -> list[Item]:
+    """One ``"query"`` :class:`Item` per position of the (validated, equal-length) ``texts`` /
+    ``images``: text-only, image-only, or fused when both are given."""
+    n = len(texts) if texts is not None else len(images or [])
+    return [Item("query", text=texts[k] if texts is not None else None,
+                 image=images[k] if images is not None else None) for k in range(n)]
+
+
 def load_pretrained(model_cls: Any, source: ModelSource, runtime: Runtime, **kwargs: Any) -> Any:
     """``model_cls.from_pretrained`` on the source, adapters applied, moved to the device, eval mode.
 

@@ -105,13 +105,6 @@ def _index_signature(directory: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def as_query_batch(vectors: Any, kind: str) -> Any:
-    """One query's vectors as a batch of one: ``(1, dim)`` (single) or ``[(t, dim)]`` (multi)."""
-    if kind == "single":
-        return np.asarray(vectors, dtype=np.float32).reshape(1, -1)
-    return [np.asarray(vectors, dtype=np.float32)]
-
-
 class ServerState:
     """The served collection and the machinery around it (see the module doc)."""
 
@@ -225,22 +218,11 @@ class ServerState:
         queries = np.stack(vectors).astype(np.float32) if self.kind == "single" else list(vectors)
         return self.collection.search_vectors(queries, k, where=where)
 
-    def encode_query(self, text: str | None, image: Image.Image | None) -> Any:
-        """One text / image / fused query -> a batch of one (no micro-batching)."""
-        vecs = self.encoder.encode_queries(texts=[text] if text is not None else None,
-                                           images=[image] if image is not None else None)
-        return as_query_batch(vecs[0], self.kind)
-
-    def search_vectors(self, query: Any, k: int, where: dict[str, str] | None) -> list[Hit]:
-        """Search with one already-encoded query (as :func:`as_query_batch` shapes it)."""
-        return self.collection.search_vectors(query, k, where=where)[0]
-
     def search(self, text: str | None, image: Image.Image | None, *, k: int, where: dict[str, str] | None,
                fusion: str | None = None) -> list[Hit]:
-        """Blocking search without the batcher (image, fused and late-fused queries; or batching off)."""
-        if fusion == "rrf" and text is not None and image is not None:
-            return self.collection.search(text, image=image, k=k, where=where, fusion="rrf")
-        return self.search_vectors(self.encode_query(text, image), k, where)
+        """Blocking search without the batcher (image, fused and late-fused queries; or batching off):
+        :meth:`Collection.search`, whose encoder is this server's locked one."""
+        return self.collection.search(text, image=image, k=k, where=where, fusion=fusion)
 
     # ----------------------------------------------------------------- answer
     def answer(self, question: str, *, k: int, where: dict[str, str] | None) -> Any:
