@@ -27,6 +27,7 @@ family's real processor at the encoder's default settings.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import os
@@ -53,8 +54,30 @@ THROUGHPUT_PAGE = (413, 585)
 #: Page sizes for the visual-token table: A4 at 144 DPI, a 980x980 screenshot (Wiki-SS window).
 TOKEN_PAGES = {"A4 @144 DPI (1191x1684)": (1191, 1684), "screenshot 980x980": (980, 980)}
 
-WORDS = ("revenue quarter growth battery pricing energy market table figure report total annual "
-         "summary customers segment margin forecast region product index chart share").split()
+WORDS = [
+    "revenue",
+    "quarter",
+    "growth",
+    "battery",
+    "pricing",
+    "energy",
+    "market",
+    "table",
+    "figure",
+    "report",
+    "total",
+    "annual",
+    "summary",
+    "customers",
+    "segment",
+    "margin",
+    "forecast",
+    "region",
+    "product",
+    "index",
+    "chart",
+    "share",
+]
 
 
 def make_page(size: tuple[int, int], seed: int) -> Image.Image:
@@ -76,15 +99,19 @@ def make_page(size: tuple[int, int], seed: int) -> Image.Image:
             d.text((x0 + 3, y0 + 2), f"{rng.uniform(0, 999):.1f}", fill=(0, 0, 0))
     for k in range(8):
         bh = rng.uniform(0.05, 0.18) * h
-        d.rectangle([w * (0.1 + 0.1 * k), h * 0.95 - bh, w * (0.16 + 0.1 * k), h * 0.95],
-                    fill=tuple(int(v) for v in rng.integers(40, 220, 3)))
+        d.rectangle(
+            [w * (0.1 + 0.1 * k), h * 0.95 - bh, w * (0.16 + 0.1 * k), h * 0.95],
+            fill=tuple(int(v) for v in rng.integers(40, 220, 3)),
+        )
     return img
 
 
 def make_queries(n: int) -> list[str]:
     rng = np.random.default_rng(1)
-    return [("what is the " if i % 2 else "") + " ".join(rng.choice(WORDS, 2 + i % 9)) + ("?" if i % 3 else "")
-            for i in range(n)]
+    return [
+        ("what is the " if i % 2 else "") + " ".join(rng.choice(WORDS, 2 + i % 9)) + ("?" if i % 3 else "")
+        for i in range(n)
+    ]
 
 
 # ------------------------------------------------------------------ reference loops
@@ -104,32 +131,67 @@ def reference_runner(family: str, enc: Encoder) -> tuple[Callable, Callable]:
         from transformers import AutoProcessor
 
         processor = AutoProcessor.from_pretrained(path, min_pixels=1 * 28 * 28, max_pixels=2560 * 28 * 28)
-        cls = transformers.Qwen2VLForConditionalGeneration if family == "dse-qwen2" else \
-            transformers.Qwen2_5_VLForConditionalGeneration
-        model = cls.from_pretrained(path, attn_implementation=rt.attn_implementation, dtype=rt.dtype).to(rt.device).eval()
+        cls = (
+            transformers.Qwen2VLForConditionalGeneration
+            if family == "dse-qwen2"
+            else transformers.Qwen2_5_VLForConditionalGeneration
+        )
+        model = (
+            cls.from_pretrained(path, attn_implementation=rt.attn_implementation, dtype=rt.dtype).to(rt.device).eval()
+        )
         processor.tokenizer.padding_side = "left"
         model.padding_side = "left"
 
         def run(messages: list) -> np.ndarray:
-            texts = [processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) + "<|endoftext|>"
-                     for m in messages]
+            texts = [
+                processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True) + "<|endoftext|>"
+                for m in messages
+            ]
             image_inputs, video_inputs = process_vision_info(messages)
-            inputs = processor(text=texts, images=image_inputs, videos=video_inputs, padding="longest",
-                               return_tensors="pt").to(rt.device)
+            inputs = processor(
+                text=texts, images=image_inputs, videos=video_inputs, padding="longest", return_tensors="pt"
+            ).to(rt.device)
             with torch.no_grad():
                 out = model(**inputs, return_dict=True, output_hidden_states=True, use_cache=False)
             reps = torch.nn.functional.normalize(out.hidden_states[-1][:, -1][:, : enc.dim], p=2, dim=-1)
             return reps.float().cpu().numpy()
 
         def docs(batch: list[Image.Image]) -> np.ndarray:
-            return run([[{"role": "user", "content": [{"type": "image", "image": im},
-                                                      {"type": "text", "text": "What is shown in this image?"}]}]
-                        for im in batch])
+            return run(
+                [
+                    [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image", "image": im},
+                                {"type": "text", "text": "What is shown in this image?"},
+                            ],
+                        }
+                    ]
+                    for im in batch
+                ]
+            )
 
         def queries(batch: list[str]) -> np.ndarray:
-            return run([[{"role": "user", "content": [
-                {"type": "image", "image": Image.new("RGB", (28, 28)), "resized_height": 1, "resized_width": 1},
-                {"type": "text", "text": f"Query: {q}"}]}] for q in batch])
+            return run(
+                [
+                    [
+                        {
+                            "role": "user",
+                            "content": [
+                                {
+                                    "type": "image",
+                                    "image": Image.new("RGB", (28, 28)),
+                                    "resized_height": 1,
+                                    "resized_width": 1,
+                                },
+                                {"type": "text", "text": f"Query: {q}"},
+                            ],
+                        }
+                    ]
+                    for q in batch
+                ]
+            )
 
         return docs, queries
 
@@ -137,8 +199,13 @@ def reference_runner(family: str, enc: Encoder) -> tuple[Callable, Callable]:
         from qwen_vl_utils import fetch_image
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        base = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=rt.dtype, attn_implementation=rt.attn_implementation).to(rt.device).eval()
+        base = (
+            AutoModelForImageTextToText.from_pretrained(
+                path, dtype=rt.dtype, attn_implementation=rt.attn_implementation
+            )
+            .to(rt.device)
+            .eval()
+        )
         processor = AutoProcessor.from_pretrained(path, min_pixels=256 * 28 * 28, max_pixels=1280 * 28 * 28)
         processor.tokenizer.padding_side = "right"
 
@@ -152,30 +219,44 @@ def reference_runner(family: str, enc: Encoder) -> tuple[Callable, Callable]:
                     s += "<|vision_start|><|image_pad|><|vision_end|>"
                     input_images.append(fetch_image({"image": i}))
                 s += t or ""
-                input_texts.append(f"<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{s}<|im_end|>\n"
-                                   "<|im_start|>assistant\n<|endoftext|>")
-            inputs = processor(text=input_texts, images=input_images, padding=True, truncation=True,
-                               max_length=1800, return_tensors="pt").to(rt.device)
+                input_texts.append(
+                    f"<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{s}<|im_end|>\n"
+                    "<|im_start|>assistant\n<|endoftext|>"
+                )
+            inputs = processor(
+                text=input_texts,
+                images=input_images,
+                padding=True,
+                truncation=True,
+                max_length=1800,
+                return_tensors="pt",
+            ).to(rt.device)
             with torch.no_grad():
                 emb = base.get_input_embeddings()(inputs["input_ids"])
                 if input_images is not None:
-                    feats = base.model.visual(inputs["pixel_values"].type(base.model.visual.dtype),
-                                              grid_thw=inputs["image_grid_thw"]).pooler_output
+                    feats = base.model.visual(
+                        inputs["pixel_values"].type(base.model.visual.dtype), grid_thw=inputs["image_grid_thw"]
+                    ).pooler_output
                     emb[inputs["input_ids"] == base.config.image_token_id] = feats.to(emb.dtype)
                 out = base.model.language_model(inputs_embeds=emb, attention_mask=inputs["attention_mask"])
                 last = inputs["attention_mask"].sum(1) - 1
                 reps = out.last_hidden_state[torch.arange(len(texts), device=last.device), last]
             return torch.nn.functional.normalize(reps.float(), p=2, dim=1).cpu().numpy()
 
-        return (lambda b: embed([None] * len(b), b, "You are a helpful assistant."),
-                lambda b: embed(b, [None] * len(b), enc.query_instruction))  # type: ignore[attr-defined]
+        return (
+            lambda b: embed([None] * len(b), b, "You are a helpful assistant."),
+            lambda b: embed(b, [None] * len(b), enc.query_instruction),
+        )  # type: ignore[attr-defined]
 
     # colpali-engine families
     from colpali_engine.models import ColQwen2, ColQwen2_5, ColQwen2_5_Processor, ColQwen2Processor
 
-    model_cls, proc_cls = {"colqwen2": (ColQwen2, ColQwen2Processor),
-                           "colqwen2.5": (ColQwen2_5, ColQwen2_5_Processor)}[family]
-    model = model_cls.from_pretrained(path, dtype=rt.dtype, attn_implementation=rt.attn_implementation).to(rt.device).eval()
+    model_cls, proc_cls = {"colqwen2": (ColQwen2, ColQwen2Processor), "colqwen2.5": (ColQwen2_5, ColQwen2_5_Processor)}[
+        family
+    ]
+    model = (
+        model_cls.from_pretrained(path, dtype=rt.dtype, attn_implementation=rt.attn_implementation).to(rt.device).eval()
+    )
     processor = proc_cls.from_pretrained(path)
     processor.image_processor.size = {"shortest_edge": enc.min_pixels, "longest_edge": enc.max_pixels}
 
@@ -205,8 +286,14 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def paired(enc_fn: Callable[[list], object], ref_fn: Callable[[list], object], items: list, batch_size: int,
-           repeat: int, device: torch.device) -> dict[str, float]:
+def paired(
+    enc_fn: Callable[[list], object],
+    ref_fn: Callable[[list], object],
+    items: list,
+    batch_size: int,
+    repeat: int,
+    device: torch.device,
+) -> dict[str, float]:
     """Time ours and the reference on the same batches, back to back, alternating which goes first.
 
     Returns total wall seconds of each side and the median over batches of the
@@ -233,8 +320,16 @@ def paired(enc_fn: Callable[[list], object], ref_fn: Callable[[list], object], i
     return {"ours": wall_ours, "ref": wall_ref, "ratio": float(np.median(ratios)), "n": len(items) * repeat}
 
 
-def bench_family(family: str, model_dir: Path, pages: list[Image.Image], queries: list[str], *, device: str,
-                 batch_size: int, repeat: int) -> dict:
+def bench_family(
+    family: str,
+    model_dir: Path,
+    pages: list[Image.Image],
+    queries: list[str],
+    *,
+    device: str,
+    batch_size: int,
+    repeat: int,
+) -> dict:
     enc = Encoder.load(str(model_dir), device=device)
     ref_docs, ref_queries = reference_runner(family, enc)
     dev = enc.device
@@ -243,8 +338,10 @@ def bench_family(family: str, model_dir: Path, pages: list[Image.Image], queries
     ref_docs(pages[:batch_size])
     enc.encode_queries(queries[:batch_size], batch_size=batch_size)
     ref_queries(queries[:batch_size])
-    d = paired(lambda b: enc.encode_documents(b, batch_size=batch_size), ref_docs, pages, batch_size, repeat, dev)
-    q = paired(lambda b: enc.encode_queries(b, batch_size=batch_size), ref_queries, queries, batch_size, repeat, dev)
+    encode_docs = functools.partial(enc.encode_documents, batch_size=batch_size)
+    encode_queries = functools.partial(enc.encode_queries, batch_size=batch_size)
+    d = paired(encode_docs, ref_docs, pages, batch_size, repeat, dev)
+    q = paired(encode_queries, ref_queries, queries, batch_size, repeat, dev)
     tokens = {label: enc.visual_tokens(make_page(size, 0)) for label, size in TOKEN_PAGES.items()}
     res = {
         "family": family,
@@ -261,7 +358,7 @@ def bench_family(family: str, model_dir: Path, pages: list[Image.Image], queries
         "tokens": tokens,
         "default_pixels": (enc.min_pixels, enc.max_pixels),
     }
-    del enc
+    del enc, encode_docs, encode_queries
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()
@@ -292,12 +389,16 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat or (3 if args.quick else 5)
     pages = [make_page(THROUGHPUT_PAGE, i) for i in range(n_pages)]
     queries = make_queries(n_queries)
-    print(f"# bench/encode.py  (torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"CUDA: {torch.cuda.get_device_name(0) if has_cuda else 'none'})\n")
-    print(f"{n_pages} pages of {THROUGHPUT_PAGE[0]}x{THROUGHPUT_PAGE[1]} px, {n_queries} text queries, "
-          f"batch size {args.batch_size}, {repeat} passes. Rates are wall-clock; overhead = median over "
-          f"batches of ours / reference - 1 in {'CPU time of this process' if not has_cuda else 'wall time'} "
-          "(each batch run by both, back to back).\n")
+    print(
+        f"# bench/encode.py  (torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"CUDA: {torch.cuda.get_device_name(0) if has_cuda else 'none'})\n"
+    )
+    print(
+        f"{n_pages} pages of {THROUGHPUT_PAGE[0]}x{THROUGHPUT_PAGE[1]} px, {n_queries} text queries, "
+        f"batch size {args.batch_size}, {repeat} passes. Rates are wall-clock; overhead = median over "
+        f"batches of ours / reference - 1 in {'CPU time of this process' if not has_cuda else 'wall time'} "
+        "(each batch run by both, back to back).\n"
+    )
     results = []
     with tempfile.TemporaryDirectory(prefix="dse-bench-encode-") as tmp:
         for size in sizes:
@@ -305,26 +406,37 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for family in args.families:
                 model_dir = build_tiny(family, Path(tmp) / f"{family}-{size}", size=size)
-                r = bench_family(family, model_dir, pages, queries, device=args.device,
-                                 batch_size=args.batch_size, repeat=repeat)
+                r = bench_family(
+                    family, model_dir, pages, queries, device=args.device, batch_size=args.batch_size, repeat=repeat
+                )
                 r["size"] = size
                 results.append(r)
                 print(f"  done {family} ({size}): {r['pages_s_ours']:.2f} pages/s", file=sys.stderr)
-    print(f"load average after the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
-          "(wall-clock rates are only comparable when it is below the CPU count)\n")
-    print("| family | model | device/dtype/attn | tokens/page | pages/s ref | pages/s ours | overhead "
-          "| queries/s ref | queries/s ours | overhead |")
+    print(
+        f"load average after the runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+        "(wall-clock rates are only comparable when it is below the CPU count)\n"
+    )
+    print(
+        "| family | model | device/dtype/attn | tokens/page | pages/s ref | pages/s ours | overhead "
+        "| queries/s ref | queries/s ours | overhead |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['family']} | {r['size']} random | {r['device']}/{r['dtype']}/{r['attn']} | {r['page_tokens']} "
-              f"| {r['pages_s_ref']:.2f} | {r['pages_s_ours']:.2f} | {r['docs_overhead']:+.1f}% "
-              f"| {r['q_s_ref']:.1f} | {r['q_s_ours']:.1f} | {r['q_overhead']:+.1f}% |")
+        print(
+            f"| {r['family']} | {r['size']} random | {r['device']}/{r['dtype']}/{r['attn']} | {r['page_tokens']} "
+            f"| {r['pages_s_ref']:.2f} | {r['pages_s_ours']:.2f} | {r['docs_overhead']:+.1f}% "
+            f"| {r['q_s_ref']:.1f} | {r['q_s_ours']:.1f} | {r['q_overhead']:+.1f}% |"
+        )
     worst = max(max(r["docs_overhead"], r["q_overhead"]) for r in results)
-    print(f"\nWorst overhead of ours vs the reference loop: {worst:+.1f}% (budget: +10%; median of paired "
-          f"batches, {'CPU time' if not has_cuda else 'wall time'}).")
+    print(
+        f"\nWorst overhead of ours vs the reference loop: {worst:+.1f}% (budget: +10%; median of paired "
+        f"batches, {'CPU time' if not has_cuda else 'wall time'})."
+    )
     if not has_cuda:
-        print("\nReal-size (2B Qwen2-VL / 3B Qwen2.5-VL architecture, random weights, bf16) runs: "
-              "skipped - no CUDA GPU on this machine (run with a GPU: the `full` size is added automatically).")
+        print(
+            "\nReal-size (2B Qwen2-VL / 3B Qwen2.5-VL architecture, random weights, bf16) runs: "
+            "skipped - no CUDA GPU on this machine (run with a GPU: the `full` size is added automatically)."
+        )
     print("\nVisual tokens per page at each family's default settings (through the real processors):\n")
     labels = list(TOKEN_PAGES)
     print("| family | min..max pixels (tokens) | " + " | ".join(labels) + " |")
@@ -335,8 +447,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         seen.add(r["family"])
         lo, hi = r["default_pixels"]
-        print(f"| {r['family']} | {lo}..{hi} ({lo // 784}..{hi // 784}) | "
-              + " | ".join(str(r["tokens"][k]) for k in labels) + " |")
+        print(
+            f"| {r['family']} | {lo}..{hi} ({lo // 784}..{hi // 784}) | "
+            + " | ".join(str(r["tokens"][k]) for k in labels)
+            + " |"
+        )
     return 0
 
 

@@ -112,13 +112,18 @@ def role_build(work: Path, tokens: int, chunk_pages: int) -> dict[str, Any]:
     index = MultiVectorIndex(pages.shape[1], device="cpu")
     for start in range(0, n_pages, chunk_pages):
         end = min(n_pages, start + chunk_pages)
-        block = np.asarray(pages[start * tokens:end * tokens], dtype=np.float32).reshape(end - start, tokens, -1)
+        block = np.asarray(pages[start * tokens : end * tokens], dtype=np.float32).reshape(end - start, tokens, -1)
         index.add(block, np.arange(start, end))
         index.save(index_dir)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     disk = sum(p.stat().st_size for p in index_dir.iterdir())
-    return {"wall": wall, "cpu": cpu, "pages": n_pages, "bytes": disk,
-            "segments": len(list(index_dir.glob("seg-*.vectors.npy")))}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "pages": n_pages,
+        "bytes": disk,
+        "segments": len(list(index_dir.glob("seg-*.vectors.npy"))),
+    }
 
 
 def role_pool(work: Path, tokens: int, n_pages: int, pool_factor: int) -> dict[str, Any]:
@@ -158,8 +163,7 @@ def role_ours(work: Path, k: int) -> dict[str, Any]:
     scores = np.array([[s for _, s in h] for h in hits], np.float32)
     np.save(work / "ours_ids.npy", ids)
     np.save(work / "ours_scores.npy", scores)
-    return {"wall": wall, "cpu": cpu, "load": t_load, "mem": mem.peak, "base": base,
-            "threads": torch.get_num_threads()}
+    return {"wall": wall, "cpu": cpu, "load": t_load, "mem": mem.peak, "base": base, "threads": torch.get_num_threads()}
 
 
 def role_baseline(work: Path, k: int, tokens: int, dtype_name: str) -> dict[str, Any]:
@@ -172,7 +176,7 @@ def role_baseline(work: Path, k: int, tokens: int, dtype_name: str) -> dict[str,
         t_load = time.perf_counter()
         pages = np.load(work / "pages.f16.npy", mmap_mode="r")
         n_pages = pages.shape[0] // tokens
-        ps = [torch.from_numpy(np.array(pages[i * tokens:(i + 1) * tokens])).to(dtype) for i in range(n_pages)]
+        ps = [torch.from_numpy(np.array(pages[i * tokens : (i + 1) * tokens])).to(dtype) for i in range(n_pages)]
         del pages
         qs = [torch.from_numpy(q).to(dtype) for q in np.load(work / "queries.npy")]
         t_load = time.perf_counter() - t_load
@@ -182,8 +186,7 @@ def role_baseline(work: Path, k: int, tokens: int, dtype_name: str) -> dict[str,
         wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     np.save(work / "base_ids.npy", top.indices.numpy().astype(np.int64))
     np.save(work / "base_scores.npy", top.values.numpy().astype(np.float32))
-    return {"wall": wall, "cpu": cpu, "load": t_load, "mem": mem.peak, "base": base,
-            "threads": torch.get_num_threads()}
+    return {"wall": wall, "cpu": cpu, "load": t_load, "mem": mem.peak, "base": base, "threads": torch.get_num_threads()}
 
 
 def run_child(args: list[str]) -> dict[str, Any]:
@@ -216,8 +219,9 @@ def generate(work: Path, pages: int, tokens: int, dim: int, queries: int, q_toke
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--pages", type=int, default=10_000)
     ap.add_argument("--tokens", type=int, default=780, help="vectors per page")
     ap.add_argument("--dim", type=int, default=128)
@@ -267,8 +271,21 @@ def main() -> int:
             print(f"ours: {ours_runs[-1]['wall']:.1f}s", file=sys.stderr)
             base_runs.append(run_child(["--role", "baseline", "--baseline-dtype", args.baseline_dtype, *common]))
             print(f"colpali-engine: {base_runs[-1]['wall']:.1f}s", file=sys.stderr)
-        pool = run_child(["--role", "pool", "--pool-pages", str(args.pool_pages), "--pool-factor",
-                          str(args.pool_factor), *common]) if args.pool_pages > 0 else None
+        pool = (
+            run_child(
+                [
+                    "--role",
+                    "pool",
+                    "--pool-pages",
+                    str(args.pool_pages),
+                    "--pool-factor",
+                    str(args.pool_factor),
+                    *common,
+                ]
+            )
+            if args.pool_pages > 0
+            else None
+        )
 
         ours_ids, base_ids = np.load(work / "ours_ids.npy"), np.load(work / "base_ids.npy")
         ours_sc, base_sc = np.load(work / "ours_scores.npy"), np.load(work / "base_scores.npy")
@@ -283,37 +300,60 @@ def main() -> int:
     ours = min(ours_runs, key=lambda r: r["wall"])
     base = min(base_runs, key=lambda r: r["wall"])
     nq = args.queries
-    fmt_mem = lambda r: (f"{gib(r['mem']['VmHWM'])} | {gib(r['mem']['RssAnon'])} | "  # noqa: E731
-                         f"{gib(r['mem']['RssFile'])}")
-    print(f"\n### Exact MaxSim, CPU: {args.pages:,} pages x {args.tokens} vectors x {args.dim} dims, "
-          f"{nq} queries x {args.query_tokens} vectors, top-{args.k}\n")
+
+    def fmt_mem(r: dict) -> str:
+        return f"{gib(r['mem']['VmHWM'])} | {gib(r['mem']['RssAnon'])} | {gib(r['mem']['RssFile'])}"
+
+    print(
+        f"\n### Exact MaxSim, CPU: {args.pages:,} pages x {args.tokens} vectors x {args.dim} dims, "
+        f"{nq} queries x {args.query_tokens} vectors, top-{args.k}\n"
+    )
     print("| side | search wall s | queries/s | cpu s | peak RSS | peak anon | peak file-backed | load s |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| ours (`MultiVectorIndex.search`) | {ours['wall']:.1f} | {nq / ours['wall']:.2f} | {ours['cpu']:.1f} | "
-          f"{fmt_mem(ours)} | {ours['load']:.2f} |")
-    print(f"| colpali-engine `score_multi_vector` ({args.baseline_dtype}) | {base['wall']:.1f} | "
-          f"{nq / base['wall']:.2f} | {base['cpu']:.1f} | {fmt_mem(base)} | {base['load']:.1f} |")
-    print(f"| **ratio** | | **{base['wall'] / ours['wall']:.2f}x** faster | {base['cpu'] / ours['cpu']:.2f}x less | "
-          f"{ours['mem']['VmHWM'] / base['mem']['VmHWM']:.2f}x | "
-          f"{ours['mem']['RssAnon'] / base['mem']['RssAnon']:.2f}x | | |")
+    print(
+        f"| ours (`MultiVectorIndex.search`) | {ours['wall']:.1f} | {nq / ours['wall']:.2f} | {ours['cpu']:.1f} | "
+        f"{fmt_mem(ours)} | {ours['load']:.2f} |"
+    )
+    print(
+        f"| colpali-engine `score_multi_vector` ({args.baseline_dtype}) | {base['wall']:.1f} | "
+        f"{nq / base['wall']:.2f} | {base['cpu']:.1f} | {fmt_mem(base)} | {base['load']:.1f} |"
+    )
+    print(
+        f"| **ratio** | | **{base['wall'] / ours['wall']:.2f}x** faster | {base['cpu'] / ours['cpu']:.2f}x less | "
+        f"{ours['mem']['VmHWM'] / base['mem']['VmHWM']:.2f}x | "
+        f"{ours['mem']['RssAnon'] / base['mem']['RssAnon']:.2f}x | | |"
+    )
     print()
-    print(f"* top-{args.k} identical (ids and order) for all {nq} queries: **{same_top}** "
-          f"({same_sets}/{nq} identical sets); max |score difference| {max_diff:.2e}")
-    print(f"* RSS right after imports (before any data): ours {gib(ours['base']['VmRSS'])}, "
-          f"colpali-engine {gib(base['base']['VmRSS'])}; torch threads: {ours['threads']} / {base['threads']}")
-    print(f"* build (add + save every 1,000 pages, fsync'd segments): "
-          f"**{build['pages'] / build['wall']:.0f} pages/s** ({build['wall']:.1f} s, {build['segments']} segments)")
-    print(f"* bytes per page on disk: **{build['bytes'] / build['pages'] / 1024:.1f} KiB** unpooled "
-          f"({args.tokens} vectors)", end="")
+    print(
+        f"* top-{args.k} identical (ids and order) for all {nq} queries: **{same_top}** "
+        f"({same_sets}/{nq} identical sets); max |score difference| {max_diff:.2e}"
+    )
+    print(
+        f"* RSS right after imports (before any data): ours {gib(ours['base']['VmRSS'])}, "
+        f"colpali-engine {gib(base['base']['VmRSS'])}; torch threads: {ours['threads']} / {base['threads']}"
+    )
+    print(
+        f"* build (add + save every 1,000 pages, fsync'd segments): "
+        f"**{build['pages'] / build['wall']:.0f} pages/s** ({build['wall']:.1f} s, {build['segments']} segments)"
+    )
+    print(
+        f"* bytes per page on disk: **{build['bytes'] / build['pages'] / 1024:.1f} KiB** unpooled "
+        f"({args.tokens} vectors)",
+        end="",
+    )
     if pool:
-        print(f"; **{pool['bytes'] / pool['pages'] / 1024:.1f} KiB** with pool_factor={args.pool_factor} "
-              f"({pool['vectors'] / pool['pages']:.0f} vectors/page, measured on {pool['pages']} pages; "
-              f"pooling runs at {pool['pages'] / pool['wall']:.1f} pages/s)")
+        print(
+            f"; **{pool['bytes'] / pool['pages'] / 1024:.1f} KiB** with pool_factor={args.pool_factor} "
+            f"({pool['vectors'] / pool['pages']:.0f} vectors/page, measured on {pool['pages']} pages; "
+            f"pooling runs at {pool['pages'] / pool['wall']:.1f} pages/s)"
+        )
     else:
         print()
-    print(f"* machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load average {load_start[0]:.1f} at start / {load_end[0]:.1f} at end (shared machine); "
-          f"{date.today().isoformat()}; total bench time {time.perf_counter() - t_start:.0f} s")
+    print(
+        f"* machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {load_start[0]:.1f} at start / {load_end[0]:.1f} at end (shared machine); "
+        f"{date.today().isoformat()}; total bench time {time.perf_counter() - t_start:.0f} s"
+    )
     return 0 if same_top else 1
 
 

@@ -27,6 +27,7 @@ the variant ran - compare it with the CPU count before trusting wall-clock figur
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -51,21 +52,45 @@ def make_web_pages(root: Path, n: int) -> list[str]:
     """``n`` article-like pages (headings, paragraphs, a table, an inline SVG chart, CSS)."""
     root.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
-    words = ("retrieval screenshot embedding vision document layout table figure chart model index "
-             "query passage recall precision latency corpus slide page token").split()
+    words = [
+        "retrieval",
+        "screenshot",
+        "embedding",
+        "vision",
+        "document",
+        "layout",
+        "table",
+        "figure",
+        "chart",
+        "model",
+        "index",
+        "query",
+        "passage",
+        "recall",
+        "precision",
+        "latency",
+        "corpus",
+        "slide",
+        "page",
+        "token",
+    ]
     names = []
     for i in range(n):
         paras = "".join(f"<p>{' '.join(rng.choice(words) for _ in range(60)).capitalize()}.</p>" for _ in range(6))
-        rows = "".join(f"<tr><td>{rng.choice(words)}</td><td>{rng.uniform(0, 100):.1f}</td>"
-                       f"<td>{rng.uniform(0, 100):.1f}</td></tr>" for _ in range(8))
-        bars = "".join(f'<rect x="{20 + k * 45}" y="{200 - v}" width="30" height="{v}" fill="hsl({k * 40},70%,50%)"/>'
-                       for k, v in enumerate(rng.randint(20, 180) for _ in range(8)))
+        rows = "".join(
+            f"<tr><td>{rng.choice(words)}</td><td>{rng.uniform(0, 100):.1f}</td><td>{rng.uniform(0, 100):.1f}</td></tr>"
+            for _ in range(8)
+        )
+        bars = "".join(
+            f'<rect x="{20 + k * 45}" y="{200 - v}" width="30" height="{v}" fill="hsl({k * 40},70%,50%)"/>'
+            for k, v in enumerate(rng.randint(20, 180) for _ in range(8))
+        )
         html = f"""<!doctype html><html><head><meta charset="utf-8"><title>Article {i}</title>
 <style>body{{font:16px/1.5 sans-serif;max-width:900px;margin:20px auto;color:#222}}
 table{{border-collapse:collapse}}td{{border:1px solid #999;padding:4px 10px}}
 .box{{background:#eef;border-left:6px solid #36c;padding:10px}}</style></head><body>
 <h1>Article {i}: document retrieval notes</h1><div class="box">Summary box with key findings.</div>
-{paras[:len(paras) // 2]}<svg width="400" height="210">{bars}</svg><table>{rows}</table>{paras[len(paras) // 2:]}
+{paras[: len(paras) // 2]}<svg width="400" height="210">{bars}</svg><table>{rows}</table>{paras[len(paras) // 2 :]}
 </body></html>"""
         name = f"article{i:03d}.html"
         (root / name).write_text(html, encoding="utf-8")
@@ -130,10 +155,8 @@ def case_web_fresh_browser(names: list[str], out: str, root: str) -> dict:
                 browser = p.chromium.launch(executable_path=exe, headless=True, args=list(CHROMIUM_ARGS))
                 page = browser.new_page(viewport={"width": 980, "height": 980}, accept_downloads=False)
                 page.goto(f"{base}/{name}", wait_until="load", timeout=30_000)
-                try:
+                with contextlib.suppress(PlaywrightTimeout):
                     page.wait_for_load_state("networkidle", timeout=2_000)
-                except PlaywrightTimeout:
-                    pass
                 page.screenshot(path=str(Path(out) / f"{i:04d}.png"))
                 browser.close()
         return {"items": len(names), "seconds": time.perf_counter() - t}
@@ -145,9 +168,9 @@ CASES = {
     "pdf-ours": lambda a: case_render([a["pdf"]], a["out"], {"dpi": 144}),
     "pdf-ours-pool": lambda a: case_render([a["pdf"]], a["out"], {"dpi": 144, "pdf_workers": a["workers"]}),
     "web-fresh": lambda a: case_web_fresh_browser(a["names"], a["out"], a["root"]),
-    "web-ours": lambda a: case_render(a["names"], a["out"],
-                                      a.get("settings") or {"web_concurrency": a.get("concurrency", 4)},
-                                      serve=a["root"]),
+    "web-ours": lambda a: case_render(
+        a["names"], a["out"], a.get("settings") or {"web_concurrency": a.get("concurrency", 4)}, serve=a["root"]
+    ),
     "slides-seq": lambda a: case_render(a["decks"], a["out"], {"dpi": 144, "office_workers": 1}),
     "slides-par": lambda a: case_render(a["decks"], a["out"], {"dpi": 144, "office_workers": a["workers"]}),
 }
@@ -165,10 +188,8 @@ def _tree_rss(proc) -> int:
     except psutil.Error:
         return 0
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
@@ -179,8 +200,9 @@ def run_case(name: str, args: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as out:
         payload = json.dumps({**args, "out": out})
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        proc = subprocess.Popen([sys.executable, __file__, "--case", name, "--args", payload],
-                                stdout=subprocess.PIPE, text=True, cwd=REPO)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--case", name, "--args", payload], stdout=subprocess.PIPE, text=True, cwd=REPO
+        )
         ps = psutil.Process(proc.pid)
         peak = 0
         stop = threading.Event()
@@ -261,29 +283,61 @@ def main() -> None:
             names = make_web_pages(tmp_path / "site", n_web)
             args = {"names": names, "root": str(tmp_path / "site"), "concurrency": 4}
             base, ours = measure([("web-fresh", args), ("web-ours", args)], opts.repeat)
-            rows.append(("Web pages, viewport 980x980", f"fresh browser per page ({n_web} pages) [baseline]",
-                         "pages", base, None))
-            rows.append(("Web pages, viewport 980x980", "dse renderers, 1 browser, 4 concurrent", "pages", ours,
-                         base["items"] / base["seconds"]))
+            rows.append(
+                (
+                    "Web pages, viewport 980x980",
+                    f"fresh browser per page ({n_web} pages) [baseline]",
+                    "pages",
+                    base,
+                    None,
+                )
+            )
+            rows.append(
+                (
+                    "Web pages, viewport 980x980",
+                    "dse renderers, 1 browser, 4 concurrent",
+                    "pages",
+                    ours,
+                    base["items"] / base["seconds"],
+                )
+            )
         if "slides" in only:
             decks = [str(make_pptx(tmp_path / f"deck{i}.pptx", n_slides=5).path) for i in range(n_decks)]
             args = {"decks": decks, "workers": workers}
             base, par = measure([("slides-seq", args), ("slides-par", args)], opts.repeat)
-            rows.append(("Slide decks (.pptx, 5 slides)", f"LibreOffice, 1 worker ({n_decks} decks) [baseline]",
-                         "slides", base, None))
-            rows.append(("Slide decks (.pptx, 5 slides)", f"LibreOffice, {workers} parallel workers", "slides", par,
-                         base["items"] / base["seconds"]))
+            rows.append(
+                (
+                    "Slide decks (.pptx, 5 slides)",
+                    f"LibreOffice, 1 worker ({n_decks} decks) [baseline]",
+                    "slides",
+                    base,
+                    None,
+                )
+            )
+            rows.append(
+                (
+                    "Slide decks (.pptx, 5 slides)",
+                    f"LibreOffice, {workers} parallel workers",
+                    "slides",
+                    par,
+                    base["items"] / base["seconds"],
+                )
+            )
 
-    print(f"\nrender benchmarks ({'quick' if opts.quick else 'full'}; {os.cpu_count()} CPUs; "
-          f"median of {opts.repeat} interleaved run(s); load avg = mean 1-min load after each run)\n")
+    print(
+        f"\nrender benchmarks ({'quick' if opts.quick else 'full'}; {os.cpu_count()} CPUs; "
+        f"median of {opts.repeat} interleaved run(s); load avg = mean 1-min load after each run)\n"
+    )
     print("| benchmark | variant | items | seconds | items/s | vs baseline | CPU s | peak RSS (MB) | load avg |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for bench, variant, unit, r, base_rate in rows:
         rate = r["items"] / r["seconds"]
         speed = "1.00x" if base_rate is None else f"{rate / base_rate:.2f}x"
         fails = f", {r['failures']} failed" if r.get("failures") else ""
-        print(f"| {bench} | {variant} | {r['items']} {unit}{fails} | {r['seconds']:.2f} | {rate:.2f} | "
-              f"{speed} | {r['cpu_s']:.1f} | {r['peak_mb']:.0f} | {r['load']:.1f} |")
+        print(
+            f"| {bench} | {variant} | {r['items']} {unit}{fails} | {r['seconds']:.2f} | {rate:.2f} | "
+            f"{speed} | {r['cpu_s']:.1f} | {r['peak_mb']:.0f} | {r['load']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,28 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from server_helpers import free_port, make_page  # noqa: E402
 
-WORDS = ("revenue table chart growth quarter page layout figure benchmark memory latency slide corpus "
-         "index query patch encoder token recall precision").split()
+WORDS = [
+    "revenue",
+    "table",
+    "chart",
+    "growth",
+    "quarter",
+    "page",
+    "layout",
+    "figure",
+    "benchmark",
+    "memory",
+    "latency",
+    "slide",
+    "corpus",
+    "index",
+    "query",
+    "patch",
+    "encoder",
+    "token",
+    "recall",
+    "precision",
+]
 
 
 def build_collection(model: Path, out: Path, n_pages: int) -> Path:
@@ -41,7 +61,8 @@ def build_collection(model: Path, out: Path, n_pages: int) -> Path:
     pages.mkdir(parents=True)
     for i in range(n_pages):
         make_page(((37 * i) % 255, (91 * i) % 255, (53 * i) % 255), f"page {i} {WORDS[i % len(WORDS)]}").save(
-            pages / f"p{i:04d}.png")
+            pages / f"p{i:04d}.png"
+        )
     col = Collection.create(out / "col", model=str(model), device="cpu")
     col.add(pages, progress=False)
     col.close()
@@ -49,8 +70,20 @@ def build_collection(model: Path, out: Path, n_pages: int) -> Path:
 
 
 def start_server(collection: Path, port: int, micro_batch: bool, device: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "dse", "serve", "--collection", str(collection), "--port", str(port),
-           "--device", device, "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dse",
+        "serve",
+        "--collection",
+        str(collection),
+        "--port",
+        str(port),
+        "--device",
+        device,
+        "--log-level",
+        "warning",
+    ]
     if not micro_batch:
         cmd.append("--no-micro-batch")
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -105,9 +138,14 @@ def run_load(url: str, clients: int, requests: int, k: int) -> dict[str, float]:
     after = info.get("batching") or {}
     batches = after.get("batches", 0) - before.get("batches", 0)
     mean_batch = (after.get("queries", 0) - before.get("queries", 0)) / batches if batches else 1.0
-    return {"errors": errors, "requests": len(lat), "p50_ms": 1000 * statistics.median(lat),
-            "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "qps": len(lat) / wall,
-            "mean_batch": mean_batch}
+    return {
+        "errors": errors,
+        "requests": len(lat),
+        "p50_ms": 1000 * statistics.median(lat),
+        "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+        "qps": len(lat) / wall,
+        "mean_batch": mean_batch,
+    }
 
 
 def main() -> int:
@@ -145,13 +183,17 @@ def main() -> int:
             rows.append(("micro-batching (default)" if micro_batch else "one encode per request (baseline)", res))
 
     base = rows[0][1]
-    print(f"\nServing load: {args.clients} clients x {args.requests} searches, k={args.k}, "
-          f"{args.pages} pages, model {args.model or 'tiny ' + args.family}, {os.cpu_count()} CPUs\n")
+    print(
+        f"\nServing load: {args.clients} clients x {args.requests} searches, k={args.k}, "
+        f"{args.pages} pages, model {args.model or 'tiny ' + args.family}, {os.cpu_count()} CPUs\n"
+    )
     print("| mode | requests | errors | p50 ms | p99 ms | queries/s | mean batch | vs baseline |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in rows:
-        print(f"| {name} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['qps']:.1f} | {r['mean_batch']:.2f} | {r['qps'] / base['qps']:.2f}x |")
+        print(
+            f"| {name} | {r['requests']} | {r['errors']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['qps']:.1f} | {r['mean_batch']:.2f} | {r['qps'] / base['qps']:.2f}x |"
+        )
     return 1 if any(r["errors"] for _, r in rows) else 0
 
 

@@ -38,8 +38,9 @@ INSTALLS = [(120, 135, 160), (80, 95, 90)]
 def make_pdf_report(path: Path) -> None:
     """Three pages: summary text, a revenue table, a bar chart of installations."""
     styles = getSampleStyleSheet()
-    doc = SimpleDocTemplate(str(path), pagesize=A4, title="Northwind Solar - Q3 2026 Quarterly Report",
-                            author="dse examples")
+    doc = SimpleDocTemplate(
+        str(path), pagesize=A4, title="Northwind Solar - Q3 2026 Quarterly Report", author="dse examples"
+    )
     story = [
         Paragraph("Northwind Solar", styles["Title"]),
         Paragraph("Quarterly Report, Q3 2026", styles["Heading2"]),
@@ -47,23 +48,31 @@ def make_pdf_report(path: Path) -> None:
         Paragraph(
             "Revenue grew 9.6% over the previous quarter, driven by rooftop installations in the West "
             "region. Panel prices fell for the third quarter in a row, while inverter supply remained "
-            "tight. The board approved a new battery storage line for 2027.", styles["BodyText"]),
+            "tight. The board approved a new battery storage line for 2027.",
+            styles["BodyText"],
+        ),
         Spacer(1, 8),
         Paragraph(
             "Safety: the company recorded zero lost-time incidents across 1,284 installations. "
-            "Customer satisfaction rose to 4.6 out of 5.", styles["BodyText"]),
+            "Customer satisfaction rose to 4.6 out of 5.",
+            styles["BodyText"],
+        ),
         PageBreak(),
         Paragraph("Revenue by region (thousand EUR)", styles["Heading2"]),
         Spacer(1, 12),
     ]
     rows = [["Region", "Q3 2026", "Q2 2026", "Change %"]] + [[r, str(a), str(b), f"{c:+.1f}"] for r, a, b, c in REGIONS]
     table = Table(rows, colWidths=[120, 90, 90, 90])
-    table.setStyle(TableStyle([
-        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#1f4e79")),
-        ("TEXTCOLOR", (0, 0), (-1, 0), colors.white),
-        ("GRID", (0, 0), (-1, -1), 0.5, colors.grey),
-        ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#eaf1fb")]),
-    ]))
+    table.setStyle(
+        TableStyle(
+            [
+                ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#1f4e79")),
+                ("TEXTCOLOR", (0, 0), (-1, 0), colors.white),
+                ("GRID", (0, 0), (-1, -1), 0.5, colors.grey),
+                ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#eaf1fb")]),
+            ]
+        )
+    )
     story += [table, PageBreak(), Paragraph("Installations per month", styles["Heading2"])]
     drawing = Drawing(400, 260)
     chart = VerticalBarChart()
@@ -117,8 +126,10 @@ def make_docx(path: Path) -> None:
     doc.core_properties.title = "Employee Handbook"
     doc.add_heading("Employee Handbook", 0)
     doc.add_heading("Travel and expenses", level=1)
-    p = doc.add_paragraph("Train travel is preferred for trips under four hours. Hotel costs are reimbursed up to "
-                          "150 EUR per night in capital cities and 110 EUR elsewhere.")
+    p = doc.add_paragraph(
+        "Train travel is preferred for trips under four hours. Hotel costs are reimbursed up to "
+        "150 EUR per night in capital cities and 110 EUR elsewhere."
+    )
     p.runs[0].font.size = Pt(12)
     doc.add_heading("Annual leave", level=1)
     doc.add_paragraph("Every employee receives 27 days of paid leave. Unused days can be carried over until 31 March.")

@@ -70,8 +70,10 @@ def as_query_list(queries: object, dim: int) -> list[np.ndarray]:
     query's position for bad shapes, dims or non-finite values.
     """
     if isinstance(queries, np.ndarray | torch.Tensor) and queries.ndim == 2:
-        raise IndexInputError("queries must be a sequence of (n_tokens, dim) arrays (or a 3-D array); "
-                              "wrap a single query in a list: [query]")
+        raise IndexInputError(
+            "queries must be a sequence of (n_tokens, dim) arrays (or a 3-D array); "
+            "wrap a single query in a list: [query]"
+        )
     out = []
     for i, q in enumerate(queries):  # type: ignore[attr-defined]
         arr = to_float_array(q, np.float32)
@@ -95,8 +97,9 @@ def to_float_array(x: object, dtype: type[np.floating]) -> np.ndarray:
     return arr.astype(dtype, copy=False)
 
 
-def make_query_chunks(queries: Sequence[np.ndarray], device: torch.device,
-                      max_vectors: int = DEFAULT_QUERY_CHUNK) -> list[QueryChunk]:
+def make_query_chunks(
+    queries: Sequence[np.ndarray], device: torch.device, max_vectors: int = DEFAULT_QUERY_CHUNK
+) -> list[QueryChunk]:
     """Group whole queries into chunks of at most ``max_vectors`` vectors (at least one query each)."""
     chunks: list[QueryChunk] = []
     start = 0
@@ -131,7 +134,7 @@ def segment_max(sim: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
         out = sim.new_empty((n, q))
         start = 0
         for i, length in enumerate(lengths.tolist()):
-            torch.amax(sim[start:start + length], dim=0, out=out[i])
+            torch.amax(sim[start : start + length], dim=0, out=out[i])
             start += length
         return out
     return _segment_max_padded(sim, lengths)
@@ -174,8 +177,9 @@ def _workspace() -> Workspace:
     return ws
 
 
-def score_block(block: torch.Tensor, lengths: np.ndarray, chunk: QueryChunk,
-                workspace: Workspace | None = None) -> torch.Tensor:
+def score_block(
+    block: torch.Tensor, lengths: np.ndarray, chunk: QueryChunk, workspace: Workspace | None = None
+) -> torch.Tensor:
     """Exact MaxSim of one query chunk against one block of pages.
 
     ``block``: ``(T, d)`` float32 page vectors, pages back to back with ``lengths`` (sum T).
@@ -268,7 +272,7 @@ def maxsim_topk(
     blocks = plan_blocks(lengths, block_size)
 
     def run(block: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        b_rows = rows[block[0]:block[1]]
+        b_rows = rows[block[0] : block[1]]
         vecs16, b_lengths = gather(b_rows)
         if device.type == "cpu":
             vecs = torch.from_numpy(vecs16).to(torch.float32)

@@ -51,9 +51,11 @@ def _merge(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     for p in parts:
         offsets.append(np.asarray(p["offsets"][1:], np.int64) + base)
         base += int(p["offsets"][-1])
-    return {"vectors": np.concatenate([np.asarray(p["vectors"]) for p in parts], axis=0),
-            "offsets": np.concatenate(offsets),
-            "ids": np.concatenate([np.asarray(p["ids"]) for p in parts])}
+    return {
+        "vectors": np.concatenate([np.asarray(p["vectors"]) for p in parts], axis=0),
+        "offsets": np.concatenate(offsets),
+        "ids": np.concatenate([np.asarray(p["ids"]) for p in parts]),
+    }
 
 
 def _concat_float16(pages: Sequence[np.ndarray], offsets: np.ndarray, dim: int) -> np.ndarray:
@@ -113,8 +115,10 @@ class MultiVectorIndex:
         return self._table.num_alive
 
     def __repr__(self) -> str:
-        return (f"MultiVectorIndex(dim={self.dim}, pages={len(self)}, vectors={self.num_vectors}, "
-                f"pool_factor={self.pool_factor}, device={self.device.type!r})")
+        return (
+            f"MultiVectorIndex(dim={self.dim}, pages={len(self)}, vectors={self.num_vectors}, "
+            f"pool_factor={self.pool_factor}, device={self.device.type!r})"
+        )
 
     @property
     def ids(self) -> np.ndarray:
@@ -149,8 +153,10 @@ class MultiVectorIndex:
         """
         id_arr = as_id_array(ids)
         if isinstance(vectors, np.ndarray | torch.Tensor) and vectors.ndim == 2:
-            raise IndexInputError("vectors must be a sequence of (n_vectors, dim) arrays, one per page "
-                                  "(or a 3-D array); wrap a single page in a list")
+            raise IndexInputError(
+                "vectors must be a sequence of (n_vectors, dim) arrays, one per page "
+                "(or a 3-D array); wrap a single page in a list"
+            )
         pages = [self._check_page(page, i) for i, page in enumerate(vectors)]
         if len(pages) != id_arr.size:
             raise IndexInputError(f"got {len(pages)} pages but {id_arr.size} ids")
@@ -206,8 +212,9 @@ class MultiVectorIndex:
             else:
                 vecs, lengths = self._gather(rows)
                 offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-                self._table.replace_all({"vectors": vecs.copy(), "offsets": offsets,
-                                         "ids": self._table.all_ids[rows].copy()})
+                self._table.replace_all(
+                    {"vectors": vecs.copy(), "offsets": offsets, "ids": self._table.all_ids[rows].copy()}
+                )
             self._lengths = None
 
     def save(self, directory: str | os.PathLike[str]) -> None:
@@ -217,12 +224,20 @@ class MultiVectorIndex:
         save the new segments are memory-mapped instead of held in RAM.
         """
         with self._lock:
-            header = {"dim": self.dim, "index_type": INDEX_TYPE, "dtype": "float16",
-                      "params": {"pool_factor": self.pool_factor, "block_size": self.block_size},
-                      "vectors": int(self._page_lengths().sum())}
-            self._table.save(directory, header=header,
-                             segment_meta=lambda seg: {"vectors": int(seg.arrays["vectors"].shape[0])},
-                             mmap_after=self._mmap, loader=self._segment_loader())
+            header = {
+                "dim": self.dim,
+                "index_type": INDEX_TYPE,
+                "dtype": "float16",
+                "params": {"pool_factor": self.pool_factor, "block_size": self.block_size},
+                "vectors": int(self._page_lengths().sum()),
+            }
+            self._table.save(
+                directory,
+                header=header,
+                segment_meta=lambda seg: {"vectors": int(seg.arrays["vectors"].shape[0])},
+                mmap_after=self._mmap,
+                loader=self._segment_loader(),
+            )
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, device: str = "auto", mmap: bool = True) -> MultiVectorIndex:
@@ -233,20 +248,27 @@ class MultiVectorIndex:
         directory = Path(directory)
         manifest = read_manifest(directory, kind="multi")
         if manifest.get("index_type") != INDEX_TYPE or manifest.get("dtype") != "float16":
-            raise IndexFormatError(f"{directory} holds a {manifest.get('index_type')!r} index with dtype "
-                                   f"{manifest.get('dtype')!r}, not a float16 maxsim index")
+            raise IndexFormatError(
+                f"{directory} holds a {manifest.get('index_type')!r} index with dtype "
+                f"{manifest.get('dtype')!r}, not a float16 maxsim index"
+            )
         params = manifest.get("params") or {}
         try:
-            index = cls(manifest["dim"], device=device, pool_factor=params.get("pool_factor"),
-                        block_size=params.get("block_size", DEFAULT_BLOCK_SIZE))
+            index = cls(
+                manifest["dim"],
+                device=device,
+                pool_factor=params.get("pool_factor"),
+                block_size=params.get("block_size", DEFAULT_BLOCK_SIZE),
+            )
         except IndexInputError as exc:
             raise IndexFormatError(f"{directory}/index.json has bad parameters: {exc}") from exc
         index._mmap = mmap
-        index._table, _ = SegmentTable.load(directory, kind="multi", merger=_merge,
-                                            loader=index._segment_loader(), mmap=mmap)
+        index._table, _ = SegmentTable.load(
+            directory, kind="multi", merger=_merge, loader=index._segment_loader(), mmap=mmap
+        )
         return index
 
-    def _segment_loader(self):  # noqa: ANN202 - SegmentLoader
+    def _segment_loader(self):
         dim = self.dim
 
         def load(directory: Path, entry: dict[str, Any], mmap: bool) -> dict[str, np.ndarray]:
@@ -254,13 +276,16 @@ class MultiVectorIndex:
             n_vec = entry.get("vectors")
             if not isinstance(n_vec, int):
                 raise IndexFormatError(f"segment {name} in {directory}/index.json has no vector count")
-            vectors = load_array(directory / segment_file(name, "vectors"), dtype=np.float16,
-                                 shape=(n_vec, dim), mmap=mmap)
+            vectors = load_array(
+                directory / segment_file(name, "vectors"), dtype=np.float16, shape=(n_vec, dim), mmap=mmap
+            )
             offsets = load_array(directory / segment_file(name, "offsets"), dtype=np.int64, shape=(rows + 1,))
             ids = load_array(directory / segment_file(name, "ids"), dtype=np.int64, shape=(rows,))
             if offsets[0] != 0 or offsets[-1] != n_vec or (rows and np.diff(offsets).min() < 1):
-                raise IndexFormatError(f"{directory / segment_file(name, 'offsets')} is inconsistent "
-                                       f"(must rise from 0 to {n_vec} with every page non-empty)")
+                raise IndexFormatError(
+                    f"{directory / segment_file(name, 'offsets')} is inconsistent "
+                    f"(must rise from 0 to {n_vec} with every page non-empty)"
+                )
             return {"vectors": vectors, "offsets": offsets, "ids": ids}
 
         return load
@@ -287,11 +312,11 @@ class MultiVectorIndex:
             run_first = np.concatenate([[0], breaks])
             run_last = np.concatenate([breaks, [loc.size]]) - 1
             for a, b in zip(starts[run_first].tolist(), ends[run_last].tolist()):
-                out[pos:pos + b - a] = vecs[a:b]
+                out[pos : pos + b - a] = vecs[a:b]
                 pos += b - a
         return out, lengths
 
-    def get(self, id: int) -> np.ndarray:  # noqa: A002 - the API's name
+    def get(self, id: int) -> np.ndarray:
         """The stored ``(n, dim)`` float16 vectors of page ``id`` (pooled if pooling is on)."""
         with self._lock:
             row = int(self._table.rows_of(as_id_array(id))[0])
@@ -312,8 +337,16 @@ class MultiVectorIndex:
         with self._lock:
             rows = self._table.candidate_rows(allowed_ids)
             lengths = self._page_lengths()[rows]
-            scores, top_rows = maxsim_topk(qs, rows, lengths, self._gather, k, device=self.device,
-                                           block_size=self.block_size, query_chunk=self.query_chunk,
-                                           workers=self.workers)
+            scores, top_rows = maxsim_topk(
+                qs,
+                rows,
+                lengths,
+                self._gather,
+                k,
+                device=self.device,
+                block_size=self.block_size,
+                query_chunk=self.query_chunk,
+                workers=self.workers,
+            )
             ids = self._table.all_ids[top_rows] if top_rows.size else np.zeros(top_rows.shape, np.int64)
         return [[(int(i), float(s)) for i, s in zip(id_row, s_row)] for id_row, s_row in zip(ids, scores)]

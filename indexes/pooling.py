@@ -40,8 +40,11 @@ def pool_pages(pages: Sequence[np.ndarray], pool_factor: int) -> list[np.ndarray
         # the pooler runs many small torch ops per page: one thread each, pages in parallel
         with single_threaded_torch() as threads:
             workers = min(threads, len(todo))
-            pooled = pooler.pool_embeddings([torch.from_numpy(np.ascontiguousarray(pages[i])) for i in todo],
-                                            pool_factor=pool_factor, num_workers=workers if workers > 1 else None)
+            pooled = pooler.pool_embeddings(
+                [torch.from_numpy(np.ascontiguousarray(pages[i])) for i in todo],
+                pool_factor=pool_factor,
+                num_workers=workers if workers > 1 else None,
+            )
         for i, t in zip(todo, pooled):
             out[i] = t.detach().to(torch.float32).numpy()
     return out

@@ -197,8 +197,10 @@ class SegmentTable:
             raise DuplicateIdError(f"ids repeat within one add call: {dup}")
         present = ids[self.rows_of(ids) >= 0]
         if present.size:
-            raise DuplicateIdError(f"{present.size} id(s) already in the index, e.g. {present[:5].tolist()}; "
-                                   "remove them first to replace their vectors")
+            raise DuplicateIdError(
+                f"{present.size} id(s) already in the index, e.g. {present[:5].tolist()}; "
+                "remove them first to replace their vectors"
+            )
 
     def append(self, arrays: dict[str, np.ndarray]) -> int:
         """Append a new unsaved segment; returns its first global row. Ids must be checked first."""
@@ -264,8 +266,10 @@ class SegmentTable:
         directory.mkdir(parents=True, exist_ok=True)
         rebind = self.directory is None or directory.resolve() != self.directory.resolve()
         if rebind and (directory / MANIFEST_NAME).exists():
-            raise IndexFormatError(f"{directory} already holds an index; load it with .load() to add to it, "
-                                   "or save into an empty directory")
+            raise IndexFormatError(
+                f"{directory} already holds an index; load it with .load() to add to it, "
+                "or save into an empty directory"
+            )
         self._merge_pending()
         generation = self.generation + 1
         next_segment = self.next_segment
@@ -330,8 +334,13 @@ class SegmentTable:
         referenced = [segment_file(n, p) for n, e in zip(names, entries) for p in e["parts"]]
         referenced += ([tomb] if tomb else []) + extra_files
         remove_unreferenced(directory, referenced)
-        logger.debug("saved %s-vector index to %s: generation %d, %d new segment(s)", self.kind, directory,
-                     generation, len(written))
+        logger.debug(
+            "saved %s-vector index to %s: generation %d, %d new segment(s)",
+            self.kind,
+            directory,
+            generation,
+            len(written),
+        )
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -360,16 +369,27 @@ class SegmentTable:
             return cls._load_from(directory, again, kind=kind, merger=merger, loader=loader, mmap=mmap)
 
     @classmethod
-    def _load_from(cls, directory: Path, manifest: dict[str, Any], *, kind: str, merger: SegmentMerger,
-                   loader: SegmentLoader, mmap: bool) -> tuple[SegmentTable, dict[str, Any]]:
+    def _load_from(
+        cls,
+        directory: Path,
+        manifest: dict[str, Any],
+        *,
+        kind: str,
+        merger: SegmentMerger,
+        loader: SegmentLoader,
+        mmap: bool,
+    ) -> tuple[SegmentTable, dict[str, Any]]:
         table = cls(kind, merger)
         table.directory = directory
         table.generation = manifest["generation"]
         table.next_segment = manifest["next_segment"]
         seen: set[str] = set()
         for entry in manifest["segments"]:
-            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) \
-                    or not isinstance(entry.get("rows"), int):
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("name"), str)
+                or not isinstance(entry.get("rows"), int)
+            ):
                 raise IndexFormatError(f"{directory / MANIFEST_NAME} has a malformed segment entry: {entry!r}")
             if entry["name"] in seen:
                 raise IndexFormatError(f"{directory / MANIFEST_NAME} names segment {entry['name']} twice")
@@ -377,8 +397,9 @@ class SegmentTable:
             arrays = loader(directory, entry, mmap)
             seg = Segment(arrays=arrays, name=entry["name"])
             if seg.rows != entry["rows"]:
-                raise IndexFormatError(f"segment {entry['name']} in {directory} has {seg.rows} rows, "
-                                       f"the manifest says {entry['rows']}")
+                raise IndexFormatError(
+                    f"segment {entry['name']} in {directory} has {seg.rows} rows, the manifest says {entry['rows']}"
+                )
             table.segments.append(seg)
         table._invalidate()
         tomb = manifest.get("tombstones")

@@ -58,8 +58,10 @@ CACHE_REFRESH_FRACTION = 0.25
 
 
 def _merge(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {"vectors": np.concatenate([np.asarray(p["vectors"]) for p in parts], axis=0),
-            "ids": np.concatenate([np.asarray(p["ids"]) for p in parts])}
+    return {
+        "vectors": np.concatenate([np.asarray(p["vectors"]) for p in parts], axis=0),
+        "ids": np.concatenate([np.asarray(p["ids"]) for p in parts]),
+    }
 
 
 def _positive_int(value: Any, name: str, *, allow_none: bool = False) -> int | None:
@@ -128,8 +130,10 @@ class SingleVectorIndex:
         return self._table.num_alive
 
     def __repr__(self) -> str:
-        return (f"SingleVectorIndex(dim={self.dim}, index_type={self.index_type!r}, count={len(self)}, "
-                f"device={self.device!r})")
+        return (
+            f"SingleVectorIndex(dim={self.dim}, index_type={self.index_type!r}, count={len(self)}, "
+            f"device={self.device!r})"
+        )
 
     @property
     def ids(self) -> np.ndarray:
@@ -256,10 +260,21 @@ class SingleVectorIndex:
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Persist new segments (and the FAISS cache when due), then replace the manifest atomically."""
         with self._lock:
-            header = {"dim": self.dim, "index_type": self.index_type, "dtype": "float32",
-                      "params": dict(self.params), "trained": self._trained}
-            self._table.save(directory, header=header, segment_meta=lambda seg: {},
-                             extra=self._write_cache, mmap_after=True, loader=self._segment_loader())
+            header = {
+                "dim": self.dim,
+                "index_type": self.index_type,
+                "dtype": "float32",
+                "params": dict(self.params),
+                "trained": self._trained,
+            }
+            self._table.save(
+                directory,
+                header=header,
+                segment_meta=lambda seg: {},
+                extra=self._write_cache,
+                mmap_after=True,
+                loader=self._segment_loader(),
+            )
 
     def _write_cache(self, directory: Path, generation: int, rebind: bool) -> tuple[dict[str, Any], list[str]]:
         rows = self._table.num_rows
@@ -289,8 +304,10 @@ class SingleVectorIndex:
         directory = Path(directory)
         manifest = read_manifest(directory, kind="single")
         if manifest.get("index_type") not in INDEX_TYPES or manifest.get("dtype") != "float32":
-            raise IndexFormatError(f"{directory} holds an index of type {manifest.get('index_type')!r}, "
-                                   f"dtype {manifest.get('dtype')!r}; expected one of {INDEX_TYPES}, float32")
+            raise IndexFormatError(
+                f"{directory} holds an index of type {manifest.get('index_type')!r}, "
+                f"dtype {manifest.get('dtype')!r}; expected one of {INDEX_TYPES}, float32"
+            )
         params = manifest.get("params") or {}
         if not isinstance(params, dict):
             raise IndexFormatError(f"{directory}/index.json has bad params: {params!r}")
@@ -298,8 +315,9 @@ class SingleVectorIndex:
             index = cls(manifest["dim"], index_type=manifest["index_type"], device=device, **params)
         except IndexInputError as exc:
             raise IndexFormatError(f"{directory}/index.json has bad parameters: {exc}") from exc
-        index._table, manifest = SegmentTable.load(directory, kind="single", merger=_merge,
-                                                   loader=index._segment_loader(), mmap=True)
+        index._table, manifest = SegmentTable.load(
+            directory, kind="single", merger=_merge, loader=index._segment_loader(), mmap=True
+        )
         index._restore_faiss(directory, manifest)
         return index
 
@@ -315,8 +333,10 @@ class SingleVectorIndex:
                     raise OSError("file missing")
                 index = faiss.read_index(str(path))
                 if index.d != self.dim or index.ntotal != cache.get("rows") or index.ntotal > rows:
-                    raise OSError(f"it covers {index.ntotal} vectors of dim {index.d}, expected "
-                                  f"{cache.get('rows')} of dim {self.dim}")
+                    raise OSError(
+                        f"it covers {index.ntotal} vectors of dim {index.d}, expected "
+                        f"{cache.get('rows')} of dim {self.dim}"
+                    )
                 self._faiss = index
                 self._trained = True
                 self._cache = {"file": path.name, "rows": int(index.ntotal)}
@@ -329,20 +349,21 @@ class SingleVectorIndex:
             self._train_ivfpq()
         self._sync_faiss()
 
-    def _segment_loader(self):  # noqa: ANN202 - SegmentLoader
+    def _segment_loader(self):
         dim = self.dim
 
         def load(directory: Path, entry: dict[str, Any], mmap: bool) -> dict[str, np.ndarray]:
             name, rows = entry["name"], entry["rows"]
-            vectors = load_array(directory / segment_file(name, "vectors"), dtype=np.float32, shape=(rows, dim),
-                                 mmap=mmap)
+            vectors = load_array(
+                directory / segment_file(name, "vectors"), dtype=np.float32, shape=(rows, dim), mmap=mmap
+            )
             ids = load_array(directory / segment_file(name, "ids"), dtype=np.int64, shape=(rows,))
             return {"vectors": vectors, "ids": ids}
 
         return load
 
     # --------------------------------------------------------------- reading
-    def get(self, id: int) -> np.ndarray:  # noqa: A002 - mirrors MultiVectorIndex.get
+    def get(self, id: int) -> np.ndarray:
         """The stored ``(dim,)`` float32 vector of ``id``."""
         with self._lock:
             row = int(self._table.rows_of(as_id_array(id))[0])
@@ -387,7 +408,7 @@ class SingleVectorIndex:
         top = RunningTopK(q.shape[0], k)
         chunk = max(1, (64 << 20) // (4 * self.dim))  # ~64 MB of vectors per step
         for start in range(0, rows.size, chunk):
-            r = rows[start:start + chunk]
+            r = rows[start : start + chunk]
             top.push(q @ self._gather(r).T, r)
         scores, top_rows = top.result()
         return self._to_hits(scores, top_rows)

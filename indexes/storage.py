@@ -131,8 +131,9 @@ def read_manifest(directory: Path, *, kind: str) -> dict[str, Any]:
     if not isinstance(version, int):
         raise IndexFormatError(f"{path} has no integer format_version")
     if version > FORMAT_VERSION:
-        raise IndexFormatError(f"{path} has format version {version}; this code reads up to {FORMAT_VERSION} "
-                               "(upgrade the package)")
+        raise IndexFormatError(
+            f"{path} has format version {version}; this code reads up to {FORMAT_VERSION} (upgrade the package)"
+        )
     if version < 1:
         raise IndexFormatError(f"{path} has unsupported format version {version}")
     if manifest.get("kind") != kind:

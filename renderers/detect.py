@@ -22,9 +22,7 @@ from renderers.errors import (
 
 PDF_EXTS = frozenset({".pdf"})
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-OFFICE_EXTS = frozenset(
-    {".pptx", ".ppt", ".odp", ".key", ".docx", ".doc", ".odt", ".rtf", ".xlsx", ".xls", ".ods"}
-)
+OFFICE_EXTS = frozenset({".pptx", ".ppt", ".odp", ".key", ".docx", ".doc", ".odt", ".rtf", ".xlsx", ".xls", ".ods"})
 HTML_EXTS = frozenset({".html", ".htm", ".xhtml"})
 
 #: Source kinds, by extension.
@@ -219,9 +217,7 @@ def check_office_zip(path: Path) -> None:
                 if main not in names:
                     for other, part in _OOXML_MAIN.items():
                         if part in names:
-                            raise FormatMismatchError(
-                                f"not {_OOXML_NAMES[ext]} (looks like {_OOXML_NAMES[other]})"
-                            )
+                            raise FormatMismatchError(f"not {_OOXML_NAMES[ext]} (looks like {_OOXML_NAMES[other]})")
                     raise CorruptDocumentError(f"broken {what}: missing {main}")
             elif ext in _ODF_MIME:
                 if "mimetype" not in names:

@@ -112,8 +112,12 @@ def _decode_checked(image: Image.Image, max_pixels: int | None, page: int) -> tu
         raise CorruptDocumentError(f"corrupt or truncated image: {exc}", page=page) from None
 
 
-def load_image(file: str | os.PathLike[str] | bytes | IO[bytes], *, max_pixels: int | None = None,
-               image_max_pixels: int = RenderSettings.image_max_pixels) -> Image.Image:
+def load_image(
+    file: str | os.PathLike[str] | bytes | IO[bytes],
+    *,
+    max_pixels: int | None = None,
+    image_max_pixels: int = RenderSettings.image_max_pixels,
+) -> Image.Image:
     """One image (a path, the file's bytes or a binary file object) as the page image an indexer sees.
 
     The first frame, EXIF orientation applied, converted to 8-bit RGB (alpha over white) and,
@@ -161,11 +165,24 @@ def render_image(path: Path, source: Any, settings: RenderSettings) -> Iterator[
             _check_size(image, settings.image_max_pixels, p)
             original_size = list(image.size)
             rgb, rotated = _decode_checked(image, settings.max_pixels, p)
-            page_settings = {"kind": "image", "format": fmt, "max_pixels": settings.max_pixels,
-                             "original_size": original_size, "exif_transposed": rotated}
+            page_settings = {
+                "kind": "image",
+                "format": fmt,
+                "max_pixels": settings.max_pixels,
+                "original_size": original_size,
+                "exif_transposed": rotated,
+            }
             if n_frames > 1:
                 page_settings["frame"] = p
-            yield PageRecord(doc_id=source.doc_id, page=p, source=source.source, title=None,
-                             width=rgb.width, height=rgb.height, settings=page_settings, _image=rgb)
+            yield PageRecord(
+                doc_id=source.doc_id,
+                page=p,
+                source=source.source,
+                title=None,
+                width=rgb.width,
+                height=rgb.height,
+                settings=page_settings,
+                _image=rgb,
+            )
     finally:
         image.close()

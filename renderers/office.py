@@ -10,6 +10,7 @@ The resulting PDF is rendered by :mod:`renderers.pdf` (one page per slide).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import posixpath
@@ -48,10 +49,8 @@ def find_soffice(explicit: str | None = None) -> str:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not get ignored
@@ -60,8 +59,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def _stderr_summary(text: str) -> str:
     lines = [
-        ln.strip() for ln in text.splitlines()
-        if ln.strip() and "javaldx" not in ln and not ln.startswith("convert ")
+        ln.strip() for ln in text.splitlines() if ln.strip() and "javaldx" not in ln and not ln.startswith("convert ")
     ]
     return "; ".join(lines[-3:])
 
@@ -114,9 +112,19 @@ class OfficeConverter:
         keep_profile = True
         try:
             cmd = [
-                exe, f"-env:UserInstallation={profile.resolve().as_uri()}",
-                "--headless", "--invisible", "--norestore", "--nolockcheck", "--nodefault", "--nologo",
-                "--convert-to", "pdf", "--outdir", str(outdir), str(path.resolve()),
+                exe,
+                f"-env:UserInstallation={profile.resolve().as_uri()}",
+                "--headless",
+                "--invisible",
+                "--norestore",
+                "--nolockcheck",
+                "--nodefault",
+                "--nologo",
+                "--convert-to",
+                "pdf",
+                "--outdir",
+                str(outdir),
+                str(path.resolve()),
             ]
             log.debug("converting %s with LibreOffice (profile %s)", path, profile.name)
             started = time.monotonic()
@@ -124,8 +132,13 @@ class OfficeConverter:
                 if self._closing:
                     raise ConversionError("converter is shutting down")
                 try:
-                    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, start_new_session=True)
+                    proc = subprocess.Popen(
+                        cmd,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,
+                    )
                 except OSError as exc:
                     raise BackendUnavailableError(f"cannot start LibreOffice ({exe}): {exc}") from None
                 self._running.add(proc)
@@ -146,8 +159,9 @@ class OfficeConverter:
             if self._closing:
                 keep_profile = False
                 raise ConversionError("converter was closed during the conversion")
-            log.debug("LibreOffice converted %s in %.1fs (exit %s)",
-                      path.name, time.monotonic() - started, proc.returncode)
+            log.debug(
+                "LibreOffice converted %s in %.1fs (exit %s)", path.name, time.monotonic() - started, proc.returncode
+            )
             pdf = outdir / (path.stem + ".pdf")
             message = _stderr_summary(err.decode("utf-8", "replace") + "\n" + out.decode("utf-8", "replace"))
             if proc.returncode != 0:

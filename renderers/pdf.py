@@ -216,8 +216,12 @@ def _usable_titles(titles: Sequence[str | None] | None, n_pages: int, path: Path
 
 
 def _render_with_pdfium(
-    path: Path, source: Any, settings: RenderSettings, pool: PdfPagePool | None,
-    titles: Sequence[str | None] | None, extra: dict[str, Any],
+    path: Path,
+    source: Any,
+    settings: RenderSettings,
+    pool: PdfPagePool | None,
+    titles: Sequence[str | None] | None,
+    extra: dict[str, Any],
 ) -> Iterator[PageRecord]:
     doc = open_pdfium(path, settings.password)
     try:
@@ -237,10 +241,25 @@ def _render_with_pdfium(
 
         def record(index: int, scale: float, w: int, h: int, image=None, png=None) -> PageRecord:
             page_title = titles[index] if titles is not None and index < len(titles) and titles[index] else doc_title
-            page_settings = {"kind": "pdf", "backend": "pdfium", "dpi": round(scale * 72, 3),
-                             "scale": round(scale, 6), "max_pixels": settings.max_pixels, **extra}
-            return PageRecord(doc_id=source.doc_id, page=index + 1, source=source.source, title=page_title,
-                              width=w, height=h, settings=page_settings, _image=image, _png=png)
+            page_settings = {
+                "kind": "pdf",
+                "backend": "pdfium",
+                "dpi": round(scale * 72, 3),
+                "scale": round(scale, 6),
+                "max_pixels": settings.max_pixels,
+                **extra,
+            }
+            return PageRecord(
+                doc_id=source.doc_id,
+                page=index + 1,
+                source=source.source,
+                title=page_title,
+                width=w,
+                height=h,
+                settings=page_settings,
+                _image=image,
+                _png=png,
+            )
 
         scales = dict(jobs)
         use_pool = pool is not None and pool.workers > 1 and len(jobs) >= settings.pdf_parallel_min_pages
@@ -281,8 +300,11 @@ def _pdf2image_info(path: Path, password: str | None) -> dict[str, Any]:
 
 
 def _render_with_pdf2image(
-    path: Path, source: Any, settings: RenderSettings,
-    titles: Sequence[str | None] | None, extra: dict[str, Any],
+    path: Path,
+    source: Any,
+    settings: RenderSettings,
+    titles: Sequence[str | None] | None,
+    extra: dict[str, Any],
 ) -> Iterator[PageRecord]:
     from pdf2image import convert_from_path
     from pdf2image.exceptions import PDFPopplerTimeoutError
@@ -313,18 +335,33 @@ def _render_with_pdf2image(
         # pdftoppm's -scale-to-x/-y also refer to the unrotated page.
         request = (h, w) if quarter_turn else (w, h)
         try:
-            images = convert_from_path(str(path), first_page=p, last_page=p, size=request,
-                                       userpw=settings.password, timeout=300)
+            images = convert_from_path(
+                str(path), first_page=p, last_page=p, size=request, userpw=settings.password, timeout=300
+            )
         except PDFPopplerTimeoutError:
             raise CorruptDocumentError(f"page {p}: pdftoppm timed out", page=p) from None
         if not images:
             raise CorruptDocumentError(f"page {p}: pdftoppm produced no image", page=p)
         image = images[0] if images[0].mode == "RGB" else images[0].convert("RGB")
         page_title = titles[p - 1] if titles is not None and p - 1 < len(titles) and titles[p - 1] else doc_title
-        page_settings = {"kind": "pdf", "backend": "pdf2image", "dpi": round(scale * 72, 3),
-                         "scale": round(scale, 6), "max_pixels": settings.max_pixels, **extra}
-        yield PageRecord(doc_id=source.doc_id, page=p, source=source.source, title=page_title,
-                         width=image.width, height=image.height, settings=page_settings, _image=image)
+        page_settings = {
+            "kind": "pdf",
+            "backend": "pdf2image",
+            "dpi": round(scale * 72, 3),
+            "scale": round(scale, 6),
+            "max_pixels": settings.max_pixels,
+            **extra,
+        }
+        yield PageRecord(
+            doc_id=source.doc_id,
+            page=p,
+            source=source.source,
+            title=page_title,
+            width=image.width,
+            height=image.height,
+            settings=page_settings,
+            _image=image,
+        )
 
 
 # --------------------------------------------------------------------------- API

@@ -11,6 +11,7 @@ Not thread-safe: use one :class:`Renderer` per thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import deque
@@ -46,8 +47,9 @@ def _failure(source: Source, exc: BaseException) -> RenderFailure:
         reason, page = str(exc), exc.page
     else:
         reason, page = f"unexpected error: {type(exc).__name__}: {exc}", None
-    return RenderFailure(source=source.source, doc_id=source.doc_id, reason=reason,
-                         error_type=type(exc).__name__, page=page)
+    return RenderFailure(
+        source=source.source, doc_id=source.doc_id, reason=reason, error_type=type(exc).__name__, page=page
+    )
 
 
 class Renderer:
@@ -164,8 +166,14 @@ class Renderer:
             pdf: Path = job.future.result()
             try:
                 titles = slide_titles(source.path)
-                yield from render_pdf(pdf, source, s, pool=self.pdf_pool, titles=titles,
-                                      extra_settings={"kind": "office", "converter": "libreoffice"})
+                yield from render_pdf(
+                    pdf,
+                    source,
+                    s,
+                    pool=self.pdf_pool,
+                    titles=titles,
+                    extra_settings={"kind": "office", "converter": "libreoffice"},
+                )
             finally:
                 self.office.discard(pdf)
         elif source.kind == "web":
@@ -215,10 +223,8 @@ class Renderer:
                 if job.future is not None:
                     job.future.cancel()
                     if job.source.kind == "office" and job.future.done() and not job.future.cancelled():
-                        try:
+                        with contextlib.suppress(Exception):
                             self.office.discard(job.future.result())
-                        except Exception:
-                            pass
 
     def render_source(self, source: Source | str | os.PathLike[str]) -> Iterator[Record]:
         """Render a single source (same records as :meth:`render` gives for it)."""

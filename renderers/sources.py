@@ -72,8 +72,9 @@ class Source:
             try:
                 kind = kind_for_label(sniff_file(p))
             except OSError as exc:
-                return cls(source=key, doc_id=make_doc_id(key), kind="unknown", path=p,
-                           error=f"cannot read file: {exc}")
+                return cls(
+                    source=key, doc_id=make_doc_id(key), kind="unknown", path=p, error=f"cannot read file: {exc}"
+                )
         return cls(source=key, doc_id=make_doc_id(key), kind=kind or "unknown", path=p)
 
     @classmethod
@@ -82,8 +83,13 @@ class Source:
         scheme = urlsplit(url).scheme.lower()
         if scheme in ("http", "https"):
             return cls(source=url, doc_id=make_doc_id(url), kind="web", url=url)
-        return cls(source=url, doc_id=make_doc_id(url), kind="unknown", url=url,
-                   error=f"unsupported URL scheme {scheme!r} (only http and https)")
+        return cls(
+            source=url,
+            doc_id=make_doc_id(url),
+            kind="unknown",
+            url=url,
+            error=f"unsupported URL scheme {scheme!r} (only http and https)",
+        )
 
 
 def _looks_like_url(text: str) -> bool:
@@ -145,8 +151,9 @@ def iter_sources(inputs: Iterable[str | os.PathLike[str] | Source]) -> Iterator[
             matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
             if not matches:
                 key = os.path.abspath(text)
-                yield from emit(Source(source=text, doc_id=make_doc_id(key), kind="unknown",
-                                       error=f"no files match {text!r}"))
+                yield from emit(
+                    Source(source=text, doc_id=make_doc_id(key), kind="unknown", error=f"no files match {text!r}")
+                )
             for m in matches:
                 yield from expand_path(Path(m))
         else:

@@ -24,6 +24,7 @@ file only files inside its own directory (after resolving symlinks).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import math
@@ -242,7 +243,10 @@ class WebRenderer:
                 self._pw = await async_playwright().start()
             try:
                 self._browser = await self._pw.chromium.launch(
-                    executable_path=exe, headless=True, args=list(CHROMIUM_ARGS), timeout=60_000,
+                    executable_path=exe,
+                    headless=True,
+                    args=list(CHROMIUM_ARGS),
+                    timeout=60_000,
                 )
             except PlaywrightError as exc:
                 raise BackendUnavailableError(f"cannot start Chromium ({exe}): {str(exc).splitlines()[0]}") from None
@@ -267,8 +271,10 @@ class WebRenderer:
     async def _new_tab(self, browser: Any) -> _Tab:
         vw, vh = self.settings.web_viewport
         context = await browser.new_context(
-            viewport={"width": vw, "height": vh}, device_scale_factor=1,
-            accept_downloads=False, service_workers="block",
+            viewport={"width": vw, "height": vh},
+            device_scale_factor=1,
+            accept_downloads=False,
+            service_workers="block",
         )
         page = await context.new_page()
         tab = _Tab(context=context, page=page)
@@ -298,10 +304,8 @@ class WebRenderer:
                 return
             except PlaywrightError:
                 pass
-        try:
+        with contextlib.suppress(PlaywrightError):  # the browser may be gone already
             await tab.context.close()
-        except PlaywrightError:  # pragma: no cover - browser already gone
-            pass
 
     async def _render_in_tab(self, tab: _Tab, source: Any) -> list[PageRecord]:
         from playwright.async_api import Error as PlaywrightError
@@ -359,10 +363,12 @@ class WebRenderer:
             if not pages:
                 raise NoPagesError(f"page selection {s.pages!r} selects nothing (viewport mode gives 1 page)")
             return [(1, await page.screenshot(type="png", timeout=timeout_ms), {})]
-        height = int(await page.evaluate(
-            "() => Math.max(document.documentElement ? document.documentElement.scrollHeight : 0,"
-            " document.body ? document.body.scrollHeight : 0)"
-        ))
+        height = int(
+            await page.evaluate(
+                "() => Math.max(document.documentElement ? document.documentElement.scrollHeight : 0,"
+                " document.body ? document.body.scrollHeight : 0)"
+            )
+        )
         height = max(1, height)
         capped = min(height, s.web_max_height)
         if capped < height:
@@ -371,8 +377,9 @@ class WebRenderer:
             pages = select_pages(s.page_selection, 1)
             if not pages:
                 raise NoPagesError(f"page selection {s.pages!r} selects nothing (full mode gives 1 page)")
-            png = await page.screenshot(type="png", full_page=True, timeout=timeout_ms,
-                                        clip={"x": 0, "y": 0, "width": vw, "height": capped})
+            png = await page.screenshot(
+                type="png", full_page=True, timeout=timeout_ms, clip={"x": 0, "y": 0, "width": vw, "height": capped}
+            )
             return [(1, png, {"page_height": height})]
         n_tiles = math.ceil(capped / vh)
         pages = select_pages(s.page_selection, n_tiles)
@@ -398,8 +405,21 @@ class WebRenderer:
                 if target != (w, h):
                     image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
                 png = b""
-        settings = {"kind": "web", "mode": s.web_mode, "viewport": list(s.web_viewport),
-                    "max_pixels": s.max_pixels, **extra}
-        return PageRecord(doc_id=source.doc_id, page=page_no, source=source.source, title=title,
-                          width=target[0], height=target[1], settings=settings,
-                          _image=image, _png=png or None)
+        settings = {
+            "kind": "web",
+            "mode": s.web_mode,
+            "viewport": list(s.web_viewport),
+            "max_pixels": s.max_pixels,
+            **extra,
+        }
+        return PageRecord(
+            doc_id=source.doc_id,
+            page=page_no,
+            source=source.source,
+            title=title,
+            width=target[0],
+            height=target[1],
+            settings=settings,
+            _image=image,
+            _png=png or None,
+        )

@@ -26,5 +26,5 @@ fi
 
 # The lock file pins torch 2.13.0 + torchvision 0.28.0 from PyPI (CUDA builds that run on a CPU).
 # FAISS: the "cpu" extra (faiss-cpu); on a CUDA machine use DSE_EXTRA=gpu (faiss-gpu-cu12).
-uv sync --frozen --extra "${DSE_EXTRA:-cpu}"
+uv sync --frozen --extra "${DSE_EXTRA:-cpu}" --extra all
 echo "setup: done ($(uv run --frozen python -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'))" >&2

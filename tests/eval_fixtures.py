@@ -60,7 +60,9 @@ def word_page(word: str, color: tuple[int, int, int], size: tuple[int, int] = (2
     return im
 
 
-def make_word_pdf(path: Path, words: list[str], start_page: int = 1, size: tuple[float, float] = (160.0, 160.0)) -> Path:
+def make_word_pdf(
+    path: Path, words: list[str], start_page: int = 1, size: tuple[float, float] = (160.0, 160.0)
+) -> Path:
     """A PDF with one page per word: a colour block (``page_color(start_page + i)``) and the word."""
     from reportlab.pdfgen import canvas
 
@@ -79,9 +81,15 @@ def make_word_pdf(path: Path, words: list[str], start_page: int = 1, size: tuple
     return path
 
 
-def make_local_benchmark(root: str | Path, *, n_image_pages: int = 4, n_pdf_pages: int = 3,
-                         image_size: tuple[int, int] = (224, 224), image_query: bool = True,
-                         train: bool = False) -> LocalBenchmark:
+def make_local_benchmark(
+    root: str | Path,
+    *,
+    n_image_pages: int = 4,
+    n_pdf_pages: int = 3,
+    image_size: tuple[int, int] = (224, 224),
+    image_query: bool = True,
+    train: bool = False,
+) -> LocalBenchmark:
     """Write a benchmark with ``n_image_pages + n_pdf_pages`` pages (at most 10) under ``root``."""
     import json
 
@@ -132,5 +140,12 @@ def make_local_benchmark(root: str | Path, *, n_image_pages: int = 4, n_pdf_page
     (root / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     if train:
         (root / "qrels" / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return LocalBenchmark(root=root.resolve(), corpus_ids=corpus_ids, image_ids=image_ids, pdf_ids=pdf_ids,
-                          pdf_path=pdf_path.resolve(), words=words, qrels=qrels)
+    return LocalBenchmark(
+        root=root.resolve(),
+        corpus_ids=corpus_ids,
+        image_ids=image_ids,
+        pdf_ids=pdf_ids,
+        pdf_path=pdf_path.resolve(),
+        words=words,
+        qrels=qrels,
+    )

@@ -31,18 +31,54 @@ from pathlib import Path
 Box = tuple[float, float, float, float]
 RGB = tuple[int, int, int]
 
-_WORDS = (
-    "retrieval document screenshot embedding vision language model page index query "
-    "passage layout table figure chart revenue quarter growth dataset benchmark recall "
-    "precision encoder token patch resolution latency throughput memory corpus slide"
-).split()
+_WORDS = [
+    "retrieval",
+    "document",
+    "screenshot",
+    "embedding",
+    "vision",
+    "language",
+    "model",
+    "page",
+    "index",
+    "query",
+    "passage",
+    "layout",
+    "table",
+    "figure",
+    "chart",
+    "revenue",
+    "quarter",
+    "growth",
+    "dataset",
+    "benchmark",
+    "recall",
+    "precision",
+    "encoder",
+    "token",
+    "patch",
+    "resolution",
+    "latency",
+    "throughput",
+    "memory",
+    "corpus",
+    "slide",
+]
 
 
 def page_color(page: int) -> RGB:
     """A saturated colour unique to 1-based ``page`` (for page-identity checks)."""
     palette = [
-        (220, 30, 30), (30, 160, 40), (30, 60, 220), (230, 150, 0), (150, 30, 200),
-        (0, 170, 170), (200, 0, 120), (120, 90, 20), (90, 200, 90), (60, 140, 230),
+        (220, 30, 30),
+        (30, 160, 40),
+        (30, 60, 220),
+        (230, 150, 0),
+        (150, 30, 200),
+        (0, 170, 170),
+        (200, 0, 120),
+        (120, 90, 20),
+        (90, 200, 90),
+        (60, 140, 230),
     ]
     base = palette[(page - 1) % len(palette)]
     shift = ((page - 1) // len(palette)) * 7
@@ -55,8 +91,10 @@ def box_to_pixels(box: Box, width: int, height: int, *, inset: float = 0.2) -> t
     x0, y0, x1, y1 = box
     dx, dy = (x1 - x0) * inset, (y1 - y0) * inset
     return (
-        int((x0 + dx) * width), int((y0 + dy) * height),
-        int((x1 - dx) * width), int((y1 - dy) * height),
+        int((x0 + dx) * width),
+        int((y0 + dy) * height),
+        int((x1 - dx) * width),
+        int((y1 - dy) * height),
     )
 
 
@@ -126,9 +164,16 @@ def make_pdf(
     table = (60, 570, w - 60, 570 + 6 * 22)
     table_header = (table[0], table[1], table[2], table[1] + 22)
     info = PdfInfo(
-        path=path, n_pages=n_pages, page_size=page_size, title=title, password=password,
-        marker_box=frac(*marker), text_box=frac(60, text_top, w - 60, text_bottom),
-        chart_box=frac(*chart), table_box=frac(*table), table_header_box=frac(*table_header),
+        path=path,
+        n_pages=n_pages,
+        page_size=page_size,
+        title=title,
+        password=password,
+        marker_box=frac(*marker),
+        text_box=frac(60, text_top, w - 60, text_bottom),
+        chart_box=frac(*chart),
+        table_box=frac(*table),
+        table_header_box=frac(*table_header),
     )
     for page in range(1, n_pages + 1):
         color = page_color(page)
@@ -218,8 +263,10 @@ def make_pptx(path: str | Path, n_slides: int = 3, *, titles: Sequence[str] | No
         cols.append(col)
         shape = slide.shapes.add_shape(
             MSO_SHAPE.RECTANGLE,
-            Emu(int(sw * box[0])), Emu(int(sh * box[1])),
-            Emu(int(sw * (box[2] - box[0]))), Emu(int(sh * (box[3] - box[1]))),
+            Emu(int(sw * box[0])),
+            Emu(int(sh * box[1])),
+            Emu(int(sw * (box[2] - box[0]))),
+            Emu(int(sh * (box[3] - box[1]))),
         )
         shape.fill.solid()
         shape.fill.fore_color.rgb = RGBColor(*col)
@@ -312,7 +359,8 @@ background:rgb{col}}}</style></head>
         bands.append(f'<div style="height:{site.band_height}px;background:rgb{col}"></div>')
     (root / site.tall_name).write_text(
         "<!doctype html><html><head><title>Tall page</title><style>body{margin:0}</style></head><body>"
-        + "".join(bands) + "</body></html>",
+        + "".join(bands)
+        + "</body></html>",
         encoding="utf-8",
     )
     return site
@@ -399,7 +447,7 @@ def serve_http(
         def log_message(self, *args):  # keep test output quiet
             pass
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             path = self.path.split("?", 1)[0]
             if path in routes:
                 r = routes[path]
@@ -422,10 +470,8 @@ def serve_http(
             super().do_GET()
 
         def handle(self):
-            try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 super().handle()
-            except (BrokenPipeError, ConnectionResetError):
-                pass
 
     server = _ThreadingServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)

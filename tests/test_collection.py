@@ -218,16 +218,31 @@ def _dse(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     import os
 
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "dse", *args], capture_output=True, text=True, env=full_env,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "dse", *args], capture_output=True, text=True, env=full_env, timeout=600
+    )
 
 
 def test_cli_index_search_stats_remove(tmp_path: Path, tiny_model_dir, corpus: Path) -> None:
     model = str(tiny_model_dir("colqwen2"))
     col = str(tmp_path / "c")
     pdfs = [str(corpus / "report.pdf"), str(corpus / "sub" / "notes.pdf")]
-    r = _dse("index", *pdfs, "--collection", col, "--model", model, "--device", "cpu", "--dpi", "36",
-             "--meta", "kind=pdf", "--pool-factor", "2")
+    r = _dse(
+        "index",
+        *pdfs,
+        "--collection",
+        col,
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--dpi",
+        "36",
+        "--meta",
+        "kind=pdf",
+        "--pool-factor",
+        "2",
+    )
     assert r.returncode == 0, r.stderr
     assert "5 pages indexed" in r.stdout
     r = _dse("search", "--collection", col, "revenue", "-k", "3", "--json", "--where", "kind=pdf")
@@ -246,10 +261,12 @@ def test_cli_index_search_stats_remove(tmp_path: Path, tiny_model_dir, corpus: P
     assert r.returncode == 0 and "removed 1 document" in r.stdout
     assert json.loads(_dse("stats", "--collection", col, "--json").stdout)["pages"] == 3
     # bad input: clear one-line errors, no traceback
-    for args, code in [(("search", "--collection", col), 2),
-                       (("search", "--collection", str(tmp_path / "none"), "q"), 3),
-                       (("remove", "zzz", "--collection", col), 3),
-                       (("index", pdfs[0], "--collection", col, "--meta", "novalue"), 2)]:
+    for args, code in [
+        (("search", "--collection", col), 2),
+        (("search", "--collection", str(tmp_path / "none"), "q"), 3),
+        (("remove", "zzz", "--collection", col), 3),
+        (("index", pdfs[0], "--collection", col, "--meta", "novalue"), 2),
+    ]:
         r = _dse(*args)
         assert r.returncode == code, (args, r.stderr)
         assert "Traceback" not in r.stderr and "error:" in r.stderr
@@ -265,8 +282,18 @@ def test_cli_reports_unreachable_hub_in_one_line(tmp_path: Path, corpus: Path) -
 
 def test_corrupted_index_file_gives_clear_cli_error(tmp_path: Path, tiny_model_dir, corpus: Path) -> None:
     col = tmp_path / "c"
-    r = _dse("index", str(corpus / "report.pdf"), "--collection", str(col), "--model",
-             str(tiny_model_dir("dse-qwen2")), "--device", "cpu", "--dpi", "36")
+    r = _dse(
+        "index",
+        str(corpus / "report.pdf"),
+        "--collection",
+        str(col),
+        "--model",
+        str(tiny_model_dir("dse-qwen2")),
+        "--device",
+        "cpu",
+        "--dpi",
+        "36",
+    )
     assert r.returncode == 0, r.stderr
     seg = sorted(p for p in (col / "index").rglob("*") if p.is_file() and p.suffix == ".npy")
     assert seg
@@ -284,8 +311,13 @@ def test_sidecar_metadata_and_hnsw_index(tmp_path: Path, tiny_model_dir) -> None
     make_pdf(src / "a.pdf", 2, seed=21)
     make_pdf(src / "b.pdf", 1, seed=22)
     (src / "a.pdf.meta.json").write_text(json.dumps({"team": "red", "year": 2024}))
-    col = Collection.create(tmp_path / "c", model=str(tiny_model_dir("dse-qwen2")), device="cpu", index="hnsw",
-                            index_params={"hnsw_m": 8, "ef_search": 32})
+    col = Collection.create(
+        tmp_path / "c",
+        model=str(tiny_model_dir("dse-qwen2")),
+        device="cpu",
+        index="hnsw",
+        index_params={"hnsw_m": 8, "ef_search": 32},
+    )
     report = col.add(src, render_settings=SMALL, meta={"project": "x"}, progress=False)
     assert report.pages == 3 and not report.failures
     assert col.manifest.index == {"type": "hnsw", "params": {"hnsw_m": 8, "ef_search": 32}, "pool_factor": None}

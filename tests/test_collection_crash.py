@@ -33,8 +33,25 @@ def _index(src: Path, col: Path, model: Path, crash: str | None = None) -> subpr
     env.pop("DSE_CRASH_AT", None)
     if crash:
         env["DSE_CRASH_AT"] = crash
-    cmd = [sys.executable, "-m", "dse", "index", str(src), "--collection", str(col), "--model", str(model),
-           "--device", "cpu", "--dpi", "30", "--batch-size", "2", "--commit-every", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dse",
+        "index",
+        str(src),
+        "--collection",
+        str(col),
+        "--model",
+        str(model),
+        "--device",
+        "cpu",
+        "--dpi",
+        "30",
+        "--batch-size",
+        "2",
+        "--commit-every",
+        "2",
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -66,10 +83,18 @@ def reference(tmp_path_factory: pytest.TempPathFactory, pdfs: Path, tiny_model_d
     return pages
 
 
-@pytest.mark.parametrize("point", [
-    "after_image:3", "after_pending:4", "after_index_add:2", "after_index_save:2", "after_mark_stored:1",
-    "after_finish_doc:1", "after_finish_doc:2",
-])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "after_image:3",
+        "after_pending:4",
+        "after_index_add:2",
+        "after_index_save:2",
+        "after_mark_stored:1",
+        "after_finish_doc:1",
+        "after_finish_doc:2",
+    ],
+)
 def test_sigkill_at_each_step_then_rerun(point: str, tmp_path: Path, pdfs: Path, reference, tiny_model_dir) -> None:
     col = tmp_path / "c"
     model = tiny_model_dir("dse-qwen2")

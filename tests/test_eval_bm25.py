@@ -23,8 +23,10 @@ FILLER = "Annual report of the company"
 
 
 def _font(size: int) -> ImageFont.ImageFont:
-    for path in ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-                 "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf"):
+    for path in (
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf",
+    ):
         if Path(path).exists():
             return ImageFont.truetype(path, size)
     return ImageFont.load_default(size=size)
@@ -40,7 +42,7 @@ def _page(path: Path, lines: list[str], size: tuple[int, int] = (900, 500)) -> P
 
 
 def _pdf(path: Path, lines: list[str]) -> Path:
-    from reportlab.lib.pagesizes import landscape, A5
+    from reportlab.lib.pagesizes import A5, landscape
     from reportlab.pdfgen import canvas
 
     c = canvas.Canvas(str(path), pagesize=landscape(A5))
@@ -63,9 +65,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> EvalDataset:
     queries = [
         Query("q1", text="Where is the aardvark ledger?"),
         Query("q2", text="marmalade"),
-        Query("q3", image=query_img),                      # image-only query: OCR'd
-        Query("q4", text="crimson glacier"),               # page 2 of a PDF, rendered
-        Query("q5", text="the of and"),                    # stop words only: all scores 0
+        Query("q3", image=query_img),  # image-only query: OCR'd
+        Query("q4", text="crimson glacier"),  # page 2 of a PDF, rendered
+        Query("q5", text="the of and"),  # stop words only: all scores 0
     ]
     qrels = {"q1": {"p1": 1}, "q2": {"p2": 1}, "q3": {"p3": 1}, "q4": {"pdf2": 1}, "q5": {"p1": 1}}
     return EvalDataset(name="bm25", root=root, corpus=corpus, queries=queries, qrels=qrels)
@@ -75,8 +77,9 @@ def _top(run: dict[str, dict[str, float]], qid: str) -> str:
     return max(run[qid].items(), key=lambda kv: kv[1])[0]
 
 
-def test_bm25_ocr_finds_printed_phrase_and_reuses_cache(dataset: EvalDataset, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bm25_ocr_finds_printed_phrase_and_reuses_cache(
+    dataset: EvalDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache_dir = tmp_path / "cache"
     run = bm25_ocr_run(dataset, k=10, cache_dir=cache_dir, progress=False, workers=2)
     assert set(run) == {"q1", "q2", "q3", "q4", "q5"}
@@ -87,10 +90,10 @@ def test_bm25_ocr_finds_printed_phrase_and_reuses_cache(dataset: EvalDataset, tm
     for qid in ("q1", "q2", "q3", "q4"):
         scores = sorted(run[qid].values(), reverse=True)
         assert scores[0] > 0 and scores[0] > scores[1]
-        assert len(run[qid]) == 4                       # every page, k > corpus size
-    assert set(run["q5"].values()) == {0.0}             # a stop-word query matches nothing
+        assert len(run[qid]) == 4  # every page, k > corpus size
+    assert set(run["q5"].values()) == {0.0}  # a stop-word query matches nothing
     assert (cache_dir / "ocr.sqlite").is_file()
-    assert len(OcrCache.in_dir(cache_dir)) == 5         # 4 pages + the query image
+    assert len(OcrCache.in_dir(cache_dir)) == 5  # 4 pages + the query image
 
     calls: list[int] = []
 
@@ -104,8 +107,9 @@ def test_bm25_ocr_finds_printed_phrase_and_reuses_cache(dataset: EvalDataset, tm
     assert {q: list(r) for q, r in again.items()} == {q: list(r)[:2] for q, r in run.items()}
 
 
-def test_failed_page_is_logged_and_empty(dataset: EvalDataset, monkeypatch: pytest.MonkeyPatch,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_failed_page_is_logged_and_empty(
+    dataset: EvalDataset, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import pytesseract
 
     real = ocr_mod.ocr_image
@@ -120,7 +124,7 @@ def test_failed_page_is_logged_and_empty(dataset: EvalDataset, monkeypatch: pyte
     with caplog.at_level(logging.WARNING, logger="dse.eval.ocr"):
         run = bm25_ocr_run(dataset, k=10, cache_dir=None, progress=False, workers=1)
     assert any("OCR failed for page p2" in r.getMessage() for r in caplog.records)
-    assert run["q2"]["p2"] == 0.0                       # empty text: no match, still ranked
+    assert run["q2"]["p2"] == 0.0  # empty text: no match, still ranked
     assert _top(run, "q1") == "p1" and _top(run, "q4") == "pdf2"
 
 

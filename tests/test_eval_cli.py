@@ -24,8 +24,21 @@ def evaluated(bench, tiny_model_dir, tmp_path_factory: pytest.TempPathFactory):
     outs = {}
     for family in ("dse-qwen2", "colqwen2"):
         out = root / family
-        rc = main(["eval", "--model", str(tiny_model_dir(family)), "--data-dir", str(bench.root), "--out", str(out),
-                   "--cache-dir", str(root / "cache"), "--device", "cpu"])
+        rc = main(
+            [
+                "eval",
+                "--model",
+                str(tiny_model_dir(family)),
+                "--data-dir",
+                str(bench.root),
+                "--out",
+                str(out),
+                "--cache-dir",
+                str(root / "cache"),
+                "--device",
+                "cpu",
+            ]
+        )
         assert rc == 0
         outs[family] = out
     return root, outs
@@ -63,8 +76,15 @@ def test_metrics_equal_pytrec_eval_on_the_written_run(bench, evaluated, capsys) 
         top10 = {q: dict(sorted(d.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:10]) for q, d in run.items()}
         rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
         for q in qrels:
-            for name in ("ndcg_cut_5", "ndcg_cut_10", "ndcg_cut_100", "recall_1", "recall_5", "recall_10",
-                         "recall_100"):
+            for name in (
+                "ndcg_cut_5",
+                "ndcg_cut_10",
+                "ndcg_cut_100",
+                "recall_1",
+                "recall_5",
+                "recall_10",
+                "recall_100",
+            ):
                 assert doc["per_query"][q][name] == pytest.approx(ref[q][name], abs=1e-12)
             assert doc["per_query"][q]["recip_rank_10"] == pytest.approx(rr[q]["recip_rank"], abs=1e-12)
         for name, value in doc["metrics"].items():
@@ -79,8 +99,21 @@ def test_second_run_reencodes_nothing(bench, evaluated, tiny_model_dir, capsys) 
     root, outs = evaluated
     capsys.readouterr()
     again = root / "again"
-    rc = main(["eval", "--model", str(tiny_model_dir("dse-qwen2")), "--data-dir", str(bench.root), "--out",
-               str(again), "--cache-dir", str(root / "cache"), "--device", "cpu"])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            str(tiny_model_dir("dse-qwen2")),
+            "--data-dir",
+            str(bench.root),
+            "--out",
+            str(again),
+            "--cache-dir",
+            str(root / "cache"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "nDCG@5" in printed and "MRR@10" in printed and str(again / "run.trec") in printed
@@ -96,8 +129,9 @@ def test_compare_prints_table_with_p_values(bench, evaluated, capsys) -> None:
     _, outs = evaluated
     capsys.readouterr()
     a, b = outs["dse-qwen2"], outs["colqwen2"]
-    assert main(["eval", "compare", str(a), str(b / "run.trec"), "--metric", "ndcg_cut_10",
-                 "--metric", "recall_5"]) == 0
+    assert (
+        main(["eval", "compare", str(a), str(b / "run.trec"), "--metric", "ndcg_cut_10", "--metric", "recall_5"]) == 0
+    )
     text = capsys.readouterr().out
     assert "| metric | dse-qwen2 (baseline) | colqwen2 | Δ | p (t-test) | p (randomisation) |" in text
     pa = json.loads((a / "metrics.json").read_text())["per_query"]
@@ -113,8 +147,22 @@ def test_compare_prints_table_with_p_values(bench, evaluated, capsys) -> None:
     assert f"{len(qs)} queries" in text
 
     # the same comparison from the qrels file (recomputed from the run files), as JSON
-    assert main(["eval", "compare", str(a), str(b), "--qrels", str(bench.root / "qrels" / "test.tsv"),
-                 "--metric", "ndcg_cut_10", "--json"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "compare",
+                str(a),
+                str(b),
+                "--qrels",
+                str(bench.root / "qrels" / "test.tsv"),
+                "--metric",
+                "ndcg_cut_10",
+                "--json",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     cell = next(c for c in doc["cells"] if c["run"] == "colqwen2")
     assert cell["mean"] == pytest.approx(sum(y) / len(y)) and doc["n_queries"] == len(qs)
@@ -133,8 +181,18 @@ def test_bad_dataset_input_names_the_line(tmp_path: Path, tiny_model_dir, capsys
     lines[2] = "q2 img-2"
     qrels.write_text("\n".join(lines) + "\n")
     model = str(tiny_model_dir("dse-qwen2"))
-    args = ["eval", "--model", model, "--data-dir", str(b.root), "--no-cache", "--device", "cpu", "--out",
-            str(tmp_path / "o")]
+    args = [
+        "eval",
+        "--model",
+        model,
+        "--data-dir",
+        str(b.root),
+        "--no-cache",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dse eval: error: ") and f"{qrels}:3: expected 3 tab-separated columns" in err
@@ -165,9 +223,27 @@ def test_hybrid_with_bm25_ocr(bench, evaluated, tiny_model_dir, capsys) -> None:
     root, outs = evaluated
     capsys.readouterr()
     out = root / "hybrid"
-    rc = main(["eval", "--model", str(tiny_model_dir("dse-qwen2")), "--data-dir", str(bench.root), "--out", str(out),
-               "--cache-dir", str(root / "cache"), "--device", "cpu", "--hybrid", "bm25-ocr", "--fusion", "linear",
-               "--fusion-weight", "1"])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            str(tiny_model_dir("dse-qwen2")),
+            "--data-dir",
+            str(bench.root),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(root / "cache"),
+            "--device",
+            "cpu",
+            "--hybrid",
+            "bm25-ocr",
+            "--fusion",
+            "linear",
+            "--fusion-weight",
+            "1",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| bm25-ocr |" in printed and "+bm25-ocr-linear |" in printed
@@ -188,8 +264,22 @@ def test_hybrid_with_bm25_ocr(bench, evaluated, tiny_model_dir, capsys) -> None:
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["fusion"] == {"method": "linear", "weight": 1.0, "rrf_k": 60.0, "components": ["model", "bm25-ocr"]}
     # the baseline alone (OCR cached from the hybrid run)
-    assert main(["eval", "--model", "bm25-ocr", "--data-dir", str(bench.root), "--out", str(root / "bm25"),
-                 "--cache-dir", str(root / "cache")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "bm25-ocr",
+                "--data-dir",
+                str(bench.root),
+                "--out",
+                str(root / "bm25"),
+                "--cache-dir",
+                str(root / "cache"),
+            ]
+        )
+        == 0
+    )
     alone = _read_run_independently(root / "bm25" / "run.trec")
     assert alone.keys() == bm25_run.keys() and all(alone[q] == pytest.approx(bm25_run[q]) for q in alone)
 
@@ -207,16 +297,37 @@ def test_benchmark_runs_every_task_with_average(tmp_path: Path, tiny_model_dir, 
     colors = [(200, 20, 20), (20, 200, 20), (20, 20, 200)]
     for t, task in enumerate(tasks):
         n = 2 + t
-        datasets.Dataset.from_dict({
-            "query": [f"what is shown on page {i}" for i in range(n)],
-            "image": [Image.new("RGB", (56, 56), colors[i]) for i in range(n)],
-            "image_filename": [f"p{i}.png" for i in range(n)],
-        }, features=datasets.Features({"query": datasets.Value("string"), "image": datasets.Image(),
-                                       "image_filename": datasets.Value("string")})
+        datasets.Dataset.from_dict(
+            {
+                "query": [f"what is shown on page {i}" for i in range(n)],
+                "image": [Image.new("RGB", (56, 56), colors[i]) for i in range(n)],
+                "image_filename": [f"p{i}.png" for i in range(n)],
+            },
+            features=datasets.Features(
+                {
+                    "query": datasets.Value("string"),
+                    "image": datasets.Image(),
+                    "image_filename": datasets.Value("string"),
+                }
+            ),
         ).save_to_disk(str(copies / task.split("/")[-1]))
     out = tmp_path / "out"
-    rc = main(["eval", "--model", str(tiny_model_dir("dse-qwen2")), "--benchmark", "vidore-v1", "--data-dir",
-               str(copies), "--out", str(out), "--no-cache", "--device", "cpu"])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            str(tiny_model_dir("dse-qwen2")),
+            "--benchmark",
+            "vidore-v1",
+            "--data-dir",
+            str(copies),
+            "--out",
+            str(out),
+            "--no-cache",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| taskA_test |" in printed and "| taskB_test |" in printed and "**average** (2/2 tasks)" in printed

@@ -10,8 +10,16 @@ import pytest
 from eval_fixtures import make_local_benchmark
 
 from dse.eval.compare import RunScores, compare_runs, format_comparison, paired_tests
-from dse.eval.data import (CorpusItem, DatasetFormatError, EvalDataset, Query, iter_corpus_images, load_local_dataset,
-                           load_qrels, write_local_dataset)
+from dse.eval.data import (
+    CorpusItem,
+    DatasetFormatError,
+    EvalDataset,
+    Query,
+    iter_corpus_images,
+    load_local_dataset,
+    load_qrels,
+    write_local_dataset,
+)
 from dse.eval.metrics import compute_metrics, metric_names, trec_order, truncate_run
 from dse.eval.runs import RunFormatError, read_run, write_run
 
@@ -45,9 +53,13 @@ def test_write_local_dataset_round_trip_and_second_split(bench, tmp_path: Path) 
     # a train split with a subset of the queries and a new page, written into the same directory
     extra = tmp_path / "copy" / "extra.png"
     extra.write_bytes(bench.image_ids and (bench.root / "pages" / "img-1.png").read_bytes())
-    train = EvalDataset("t", out, corpus=ds.corpus + [CorpusItem("extra", image=extra)],
-                        queries=[ds.queries[0], Query("qt", text="train only")], qrels={"q1": {"img-1": 1},
-                                                                                        "qt": {"extra": 1}})
+    train = EvalDataset(
+        "t",
+        out,
+        corpus=ds.corpus + [CorpusItem("extra", image=extra)],
+        queries=[ds.queries[0], Query("qt", text="train only")],
+        qrels={"q1": {"img-1": 1}, "qt": {"extra": 1}},
+    )
     write_local_dataset(train, out, split="train")
     lines = (out / "corpus.jsonl").read_text().splitlines()
     assert json.loads(lines[-1]) == {"_id": "extra", "image": "extra.png"}  # relative inside the dataset dir
@@ -65,12 +77,15 @@ def _rewrite(path: Path, lineno: int, text: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.parametrize("line,match", [
-    ("q1\timg-1", r"test\.tsv:3: expected 3 tab-separated columns"),
-    ("q1\timg-1\thigh", r"test\.tsv:3: score must be an integer"),
-    ("q1\tno-such-page\t1", r"test\.tsv:3: unknown corpus id 'no-such-page'"),
-    ("q-missing\timg-1\t1", r"test\.tsv:3: unknown query id 'q-missing'"),
-])
+@pytest.mark.parametrize(
+    "line,match",
+    [
+        ("q1\timg-1", r"test\.tsv:3: expected 3 tab-separated columns"),
+        ("q1\timg-1\thigh", r"test\.tsv:3: score must be an integer"),
+        ("q1\tno-such-page\t1", r"test\.tsv:3: unknown corpus id 'no-such-page'"),
+        ("q-missing\timg-1\t1", r"test\.tsv:3: unknown query id 'q-missing'"),
+    ],
+)
 def test_malformed_qrels_line_is_named(bench, line: str, match: str) -> None:
     _rewrite(bench.root / "qrels" / "test.tsv", 3, line)
     with pytest.raises(DatasetFormatError, match=match):
@@ -83,17 +98,30 @@ def test_missing_image_names_the_line(bench) -> None:
         load_local_dataset(bench.root)
 
 
-@pytest.mark.parametrize("file,lineno,text,match", [
-    ("corpus.jsonl", 2, '{"_id": "img-2", "image": ', r"corpus\.jsonl:2: malformed JSON"),
-    ("corpus.jsonl", 2, '{"_id": "img-1", "image": "pages/img-2.png"}', r"corpus\.jsonl:2: duplicate corpus id"),
-    ("corpus.jsonl", 5, '{"_id": "pdf-p1", "source": "docs/report.pdf"}', r"corpus\.jsonl:5: 'page' must be"),
-    ("corpus.jsonl", 5, '{"_id": "pdf-p1", "source": "docs/nope.pdf", "page": 1}', r"corpus\.jsonl:5: source not found"),
-    ("corpus.jsonl", 1, '{"_id": "a b", "image": "pages/img-1.png"}', r"corpus\.jsonl:1: '_id' 'a b' contains whitespace"),
-    ("corpus.jsonl", 1, '{"image": "pages/img-1.png"}', r"corpus\.jsonl:1: missing or empty '_id'"),
-    ("queries.jsonl", 2, '{"_id": "q2", "text": "  "}', r"queries\.jsonl:2: empty query text"),
-    ("queries.jsonl", 2, '{"_id": "q2", "image": "nope.png"}', r"queries\.jsonl:2: image not found"),
-    ("queries.jsonl", 2, '[1, 2]', r"queries\.jsonl:2: expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "file,lineno,text,match",
+    [
+        ("corpus.jsonl", 2, '{"_id": "img-2", "image": ', r"corpus\.jsonl:2: malformed JSON"),
+        ("corpus.jsonl", 2, '{"_id": "img-1", "image": "pages/img-2.png"}', r"corpus\.jsonl:2: duplicate corpus id"),
+        ("corpus.jsonl", 5, '{"_id": "pdf-p1", "source": "docs/report.pdf"}', r"corpus\.jsonl:5: 'page' must be"),
+        (
+            "corpus.jsonl",
+            5,
+            '{"_id": "pdf-p1", "source": "docs/nope.pdf", "page": 1}',
+            r"corpus\.jsonl:5: source not found",
+        ),
+        (
+            "corpus.jsonl",
+            1,
+            '{"_id": "a b", "image": "pages/img-1.png"}',
+            r"corpus\.jsonl:1: '_id' 'a b' contains whitespace",
+        ),
+        ("corpus.jsonl", 1, '{"image": "pages/img-1.png"}', r"corpus\.jsonl:1: missing or empty '_id'"),
+        ("queries.jsonl", 2, '{"_id": "q2", "text": "  "}', r"queries\.jsonl:2: empty query text"),
+        ("queries.jsonl", 2, '{"_id": "q2", "image": "nope.png"}', r"queries\.jsonl:2: image not found"),
+        ("queries.jsonl", 2, "[1, 2]", r"queries\.jsonl:2: expected a JSON object"),
+    ],
+)
 def test_malformed_jsonl_lines_are_named(bench, file: str, lineno: int, text: str, match: str) -> None:
     _rewrite(bench.root / file, lineno, text)
     with pytest.raises(DatasetFormatError, match=match):
@@ -121,7 +149,10 @@ def test_iter_corpus_images_reports_failures_and_goes_on(bench) -> None:
     # a page the PDF does not have, and a corrupt document: both reported, the rest yielded
     bad = bench.root / "docs" / "broken.pdf"
     bad.write_bytes(b"%PDF-1.4\n1 0 obj<<>>\ntruncated")
-    ds.corpus += [CorpusItem("beyond", source=str(bench.pdf_path), page=9), CorpusItem("broken", source=str(bad), page=1)]
+    ds.corpus += [
+        CorpusItem("beyond", source=str(bench.pdf_path), page=9),
+        CorpusItem("broken", source=str(bad), page=1),
+    ]
     failures = []
     got = dict(iter_corpus_images(ds, on_failure=failures.append))
     assert list(got) == bench.corpus_ids
@@ -138,8 +169,7 @@ def test_compute_metrics_equals_pytrec_eval_with_ties() -> None:
     import pytrec_eval
 
     qrels = {"q1": {"a": 1, "b": 0, "z": 2}, "q2": {"c": 1}, "q3": {"x": 1}}
-    run = {"q1": {"a": 0.5, "b": 0.5, "x": 0.9, "y": 0.1}, "q2": {"c": 0.1, "d": 0.2, "e": 0.2},
-           "q9": {"a": 1.0}}
+    run = {"q1": {"a": 0.5, "b": 0.5, "x": 0.9, "y": 0.1}, "q2": {"c": 0.1, "d": 0.2, "e": 0.2}, "q9": {"a": 1.0}}
     means, per_query = compute_metrics(run, qrels, (1, 2, 5))
     assert set(per_query) == {"q1", "q2"}  # q3 has no results, q9 no judgements: trec_eval skips both
     ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.2,5", "recall.1,2,5", "recip_rank"}).evaluate(run)
@@ -148,8 +178,7 @@ def test_compute_metrics_equals_pytrec_eval_with_ties() -> None:
             assert per_query[q][name] == pytest.approx(ref[q][name], abs=1e-12)
         assert per_query[q]["recip_rank_10"] == pytest.approx(ref[q]["recip_rank"])  # < 10 docs: same
     assert means["ndcg_cut_5"] == pytest.approx((ref["q1"]["ndcg_cut_5"] + ref["q2"]["ndcg_cut_5"]) / 2)
-    assert metric_names((1, 2, 5)) == ["ndcg_cut_2", "ndcg_cut_5", "recall_1", "recall_2", "recall_5",
-                                       "recip_rank_10"]
+    assert metric_names((1, 2, 5)) == ["ndcg_cut_2", "ndcg_cut_5", "recall_1", "recall_2", "recall_5", "recip_rank_10"]
 
 
 def test_mrr_at_10_cuts_in_trec_eval_order() -> None:
@@ -185,8 +214,10 @@ def test_paired_tests_and_comparison_table() -> None:
     from scipy import stats
 
     assert p_t == pytest.approx(stats.ttest_rel(b, a).pvalue)
-    runs = [RunScores("base", {f"q{i}": {"m": v} for i, v in enumerate(a)}),
-            RunScores("better", {f"q{i}": {"m": v} for i, v in enumerate(b)})]
+    runs = [
+        RunScores("base", {f"q{i}": {"m": v} for i, v in enumerate(a)}),
+        RunScores("better", {f"q{i}": {"m": v} for i, v in enumerate(b)}),
+    ]
     table = compare_runs(runs, ["m"])
     cell = table.cell("m", "better")
     assert cell.delta == pytest.approx(sum(b) / 8 - sum(a) / 8) and cell.p_randomisation == pytest.approx(p_r)

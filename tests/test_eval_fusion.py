@@ -9,10 +9,8 @@ import pytest
 from dse.eval.fusion import fuse_runs
 
 # visual run and BM25 run for two queries; hand-checkable
-VISUAL = {"q1": {"a": 0.9, "b": 0.8, "c": 0.5, "d": 0.1},
-          "q2": {"x": 0.7, "y": 0.6}}
-BM25 = {"q1": {"c": 12.0, "a": 6.0, "e": 3.0, "b": 0.0},
-        "q3": {"z": 1.0}}
+VISUAL = {"q1": {"a": 0.9, "b": 0.8, "c": 0.5, "d": 0.1}, "q2": {"x": 0.7, "y": 0.6}}
+BM25 = {"q1": {"c": 12.0, "a": 6.0, "e": 3.0, "b": 0.0}, "q3": {"z": 1.0}}
 
 
 def order(run: dict[str, float]) -> list[str]:
@@ -70,14 +68,17 @@ def test_rrf_single_run_keeps_order() -> None:
     assert order(fused["q1"]) == order(BM25["q1"])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"method": "borda"}, "unknown fusion method 'borda'"),
-    ({"method": "linear", "weight": 1.5}, "between 0 and 1"),
-    ({"method": "linear", "weight": -0.1}, "between 0 and 1"),
-    ({"method": "linear", "weight": math.nan}, "between 0 and 1"),
-    ({"method": "rrf", "rrf_k": -1}, "rrf_k must be"),
-    ({"method": "rrf", "depth": 0}, "depth must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": "borda"}, "unknown fusion method 'borda'"),
+        ({"method": "linear", "weight": 1.5}, "between 0 and 1"),
+        ({"method": "linear", "weight": -0.1}, "between 0 and 1"),
+        ({"method": "linear", "weight": math.nan}, "between 0 and 1"),
+        ({"method": "rrf", "rrf_k": -1}, "rrf_k must be"),
+        ({"method": "rrf", "depth": 0}, "depth must be a positive integer"),
+    ],
+)
 def test_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         fuse_runs([VISUAL, BM25], **kwargs)

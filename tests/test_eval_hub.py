@@ -18,8 +18,15 @@ from PIL import Image
 
 from dse.eval import hub
 from dse.eval.data import DatasetFormatError, load_local_dataset, write_local_dataset
-from dse.eval.hub import (PUBLISHED, VIDORE_V1, VIDORE_V2, HubDatasetError, benchmark_tasks, load_hub_dataset,
-                          published_score)
+from dse.eval.hub import (
+    PUBLISHED,
+    VIDORE_V1,
+    VIDORE_V2,
+    HubDatasetError,
+    benchmark_tasks,
+    load_hub_dataset,
+    published_score,
+)
 
 COLORS = {"A": (200, 20, 20), "B": (20, 200, 20), "C": (20, 20, 200), "D": (200, 200, 20), "E": (20, 200, 200)}
 
@@ -42,20 +49,29 @@ def _pixel(path: Path) -> tuple[int, int, int]:
 def qa_table() -> datasets.Dataset:
     rows = [  # (query, image, image_filename)
         ("what is A?", "A", "a.png"),
-        (None, "A", "a.png"),                    # same page again, no query
-        ("what is B?", "B", "dir/b 1.jpg"),      # JPEG, whitespace in the file name
-        ("what is A?", "C", "c.png"),            # duplicate query text: the LAST row's page is relevant
+        (None, "A", "a.png"),  # same page again, no query
+        ("what is B?", "B", "dir/b 1.jpg"),  # JPEG, whitespace in the file name
+        ("what is A?", "C", "c.png"),  # duplicate query text: the LAST row's page is relevant
         ("what is D?", "D", "d.png"),
-        (None, "E", "e.png"),                    # a page no query points to
+        (None, "E", "e.png"),  # a page no query points to
     ]
-    features = datasets.Features({"query": datasets.Value("string"), "image": datasets.Image(),
-                                  "image_filename": datasets.Value("string"), "answer": datasets.Value("string")})
-    return datasets.Dataset.from_dict({
-        "query": [r[0] for r in rows],
-        "image": [_img(r[1], "JPEG" if r[2].endswith(".jpg") else "PNG") for r in rows],
-        "image_filename": [r[2] for r in rows],
-        "answer": ["x"] * len(rows),
-    }, features=features)
+    features = datasets.Features(
+        {
+            "query": datasets.Value("string"),
+            "image": datasets.Image(),
+            "image_filename": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_dict(
+        {
+            "query": [r[0] for r in rows],
+            "image": [_img(r[1], "JPEG" if r[2].endswith(".jpg") else "PNG") for r in rows],
+            "image_filename": [r[2] for r in rows],
+            "answer": ["x"] * len(rows),
+        },
+        features=features,
+    )
 
 
 def check_qa(ds, cache: Path) -> None:
@@ -105,27 +121,39 @@ def test_images_materialised_once(tmp_path: Path) -> None:
 def beir_tables() -> dict[str, datasets.Dataset]:
     corpus = datasets.Dataset.from_dict(
         {"corpus-id": [10, 11, 12, 13], "image": [_img(c) for c in "ABCD"]},
-        features=datasets.Features({"corpus-id": datasets.Value("int64"), "image": datasets.Image()}))
-    queries = datasets.Dataset.from_dict({
-        "query-id": [1, 2, 3, 4],
-        "query": ["red page?", "green or blue?", "unjudged query", "¿página amarilla?"],
-        "language": ["english", "english", "english", "spanish"],
-    })
-    qrels = datasets.Dataset.from_dict({
-        "query-id": [1, 2, 2, 4, 99],
-        "corpus-id": [10, 11, 12, 13, 10],
-        "score": [1, 2, 1, 1, 1],
-    })
+        features=datasets.Features({"corpus-id": datasets.Value("int64"), "image": datasets.Image()}),
+    )
+    queries = datasets.Dataset.from_dict(
+        {
+            "query-id": [1, 2, 3, 4],
+            "query": ["red page?", "green or blue?", "unjudged query", "¿página amarilla?"],
+            "language": ["english", "english", "english", "spanish"],
+        }
+    )
+    qrels = datasets.Dataset.from_dict(
+        {
+            "query-id": [1, 2, 2, 4, 99],
+            "corpus-id": [10, 11, 12, 13, 10],
+            "score": [1, 2, 1, 1, 1],
+        }
+    )
     return {"corpus": corpus, "queries": queries, "qrels": qrels}
 
 
 def check_beir(ds) -> None:
     assert [c.id for c in ds.corpus] == ["10", "11", "12", "13"]
-    assert [(q.id, q.text) for q in ds.queries] == [("1", "red page?"), ("2", "green or blue?"),
-                                                    ("4", "¿página amarilla?")]
+    assert [(q.id, q.text) for q in ds.queries] == [
+        ("1", "red page?"),
+        ("2", "green or blue?"),
+        ("4", "¿página amarilla?"),
+    ]
     assert ds.qrels == {"1": {"10": 1}, "2": {"11": 2, "12": 1}, "4": {"13": 1}}
-    assert {c.id: _pixel(c.image) for c in ds.corpus} == {"10": COLORS["A"], "11": COLORS["B"],
-                                                        "12": COLORS["C"], "13": COLORS["D"]}
+    assert {c.id: _pixel(c.image) for c in ds.corpus} == {
+        "10": COLORS["A"],
+        "11": COLORS["B"],
+        "12": COLORS["C"],
+        "13": COLORS["D"],
+    }
 
 
 @pytest.mark.parametrize("kind", ["save_to_disk", "parquet", "dataset_dict"])
@@ -142,8 +170,9 @@ def test_beir_layout_from_local_copy(kind: str, tmp_path: Path) -> None:
             table.to_parquet(str(copy / config / "test-00000-of-00001.parquet"))
     ds = load_hub_dataset("esg_reports_v2", data_dir=copy, cache_dir=tmp_path / "cache", progress=False)
     check_beir(ds)
-    spanish = load_hub_dataset("esg_reports_v2", data_dir=copy, cache_dir=tmp_path / "cache", language="spanish",
-                               progress=False)
+    spanish = load_hub_dataset(
+        "esg_reports_v2", data_dir=copy, cache_dir=tmp_path / "cache", language="spanish", progress=False
+    )
     assert [q.id for q in spanish.queries] == ["4"] and spanish.qrels == {"4": {"13": 1}}
 
 
@@ -176,13 +205,12 @@ def test_hub_ids_use_the_same_conversion(tmp_path: Path, monkeypatch: pytest.Mon
             if any(p == path for p, _ in files):
                 raise ValueError(f"BuilderConfig '{name}' not found. Available: ['default']")
             raise datasets.exceptions.DatasetNotFoundError(f"Dataset '{path}' doesn't exist on the Hub")
-        return real("parquet", data_files=[str(files[(path, name)])], split="train",
-                    cache_dir=str(tmp_path / "hf"))
+        return real("parquet", data_files=[str(files[(path, name)])], split="train", cache_dir=str(tmp_path / "hf"))
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     cache = tmp_path / "cache"
     check_qa(load_hub_dataset("docvqa_test_subsampled", cache_dir=cache, progress=False), cache)
-    assert calls == [(VIDORE_V1[1], None)]                         # v1: QA-style, no config probing
+    assert calls == [(VIDORE_V1[1], None)]  # v1: QA-style, no config probing
     calls.clear()
     check_beir(load_hub_dataset(VIDORE_V2[0], cache_dir=cache, progress=False))
     assert [c for _, c in calls] == ["corpus", "queries", "qrels"]
@@ -238,12 +266,13 @@ def test_bad_local_copies(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     images[1] = {"bytes": b"\x89PNG\r\n\x1a\n garbage", "path": None}
     tables["corpus"] = datasets.Dataset.from_dict(
         {"corpus-id": list(raw["corpus-id"]), "image": images},
-        features=datasets.Features({"corpus-id": datasets.Value("int64"), "image": datasets.Image(decode=False)}))
+        features=datasets.Features({"corpus-id": datasets.Value("int64"), "image": datasets.Image(decode=False)}),
+    )
     for config, table in tables.items():
         table.save_to_disk(str(tmp_path / "beir" / config))
     ds = load_hub_dataset("x", data_dir=tmp_path / "beir", cache_dir=tmp_path / "c", progress=False)
     assert [c.id for c in ds.corpus] == ["10", "12", "13"]
-    assert ds.qrels["2"] == {"11": 2, "12": 1}                     # the lost page still counts as relevant
+    assert ds.qrels["2"] == {"11": 2, "12": 1}  # the lost page still counts as relevant
     assert any("corpus id 11: unreadable image" in r.getMessage() for r in caplog.records)
 
 
@@ -256,8 +285,13 @@ def test_benchmark_lists_and_published_figures() -> None:
     assert published_score("MrLight/dse-qwen2-2b-mrl-v1", "vidore-v1") == 85.8
     assert published_score("vidore/colqwen2-v1.0", "vidore-v1") == 89.3
     assert published_score("vidore/colqwen2-v1.0", "vidore-v2") is None
-    assert set(PUBLISHED) == {"MrLight/dse-qwen2-2b-mrl-v1", "vidore/colpali-v1.3", "vidore/colqwen2-v1.0",
-                              "vidore/colqwen2.5-v0.2", "vidore/colSmol-256M"}
+    assert set(PUBLISHED) == {
+        "MrLight/dse-qwen2-2b-mrl-v1",
+        "vidore/colpali-v1.3",
+        "vidore/colqwen2-v1.0",
+        "vidore/colqwen2.5-v0.2",
+        "vidore/colSmol-256M",
+    }
     assert hub.resolve_name("tatdqa_test") == "vidore/tatdqa_test" and hub.resolve_name("own/x") == "own/x"
 
 
@@ -281,15 +315,28 @@ def _slidevqa_miniature(root: Path) -> tuple[Path, Path]:
     _slide(images / "train" / "gamma" / "gamma-1-638.jpg", "A")
     urls = [f"https://image.slidesharecdn.com/alpha/95/alpha-deck-{n}-1024.jpg?cb=123" for n in (1, 2, 3)]
     lines = [
-        {"qa_id": 7, "deck_name": "alpha", "deck_url": "x", "image_urls": urls, "question": "What is on slide 2?",
-         "answer": "B", "evidence_pages": [2], "reasoning_type": "single-hop", "answer_type": "span"},
-        {"qa_id": 8, "deck_name": "alpha", "image_urls": urls, "question": "Compare slides 1 and 3",
-         "answer": "A, C", "evidence_pages": [3, 1]},
+        {
+            "qa_id": 7,
+            "deck_name": "alpha",
+            "deck_url": "x",
+            "image_urls": urls,
+            "question": "What is on slide 2?",
+            "answer": "B",
+            "evidence_pages": [2],
+            "reasoning_type": "single-hop",
+            "answer_type": "span",
+        },
+        {
+            "qa_id": 8,
+            "deck_name": "alpha",
+            "image_urls": urls,
+            "question": "Compare slides 1 and 3",
+            "answer": "A, C",
+            "evidence_pages": [3, 1],
+        },
         {"qa_id": 9, "deck_name": "beta", "question": "Slides 2 and 3?", "answer": "E", "evidence_pages": [2, 3]},
-        {"qa_id": 10, "deck_name": "beta", "question": "Only the missing slide", "answer": "-",
-         "evidence_pages": [3]},
-        {"qa_id": 11, "deck_name": "delta", "question": "A deck without images", "answer": "-",
-         "evidence_pages": [1]},
+        {"qa_id": 10, "deck_name": "beta", "question": "Only the missing slide", "answer": "-", "evidence_pages": [3]},
+        {"qa_id": 11, "deck_name": "delta", "question": "A deck without images", "answer": "-", "evidence_pages": [1]},
     ]
     ann = root / "annotations" / "qa" / "test.jsonl"
     ann.parent.mkdir(parents=True)
@@ -304,17 +351,24 @@ def test_slidevqa_conversion(tmp_path: Path) -> None:
     out = convert_slidevqa(ann, images, tmp_path / "slidevqa", split="test")
     ds = load_local_dataset(out, "test")
     assert [c.id for c in ds.corpus] == ["alpha_1", "alpha_2", "alpha_3", "beta_1", "beta_2", "gamma_1"]
-    assert [(q.id, q.text) for q in ds.queries] == [("7", "What is on slide 2?"), ("8", "Compare slides 1 and 3"),
-                                                    ("9", "Slides 2 and 3?")]
+    assert [(q.id, q.text) for q in ds.queries] == [
+        ("7", "What is on slide 2?"),
+        ("8", "Compare slides 1 and 3"),
+        ("9", "Slides 2 and 3?"),
+    ]
     assert ds.qrels == {"7": {"alpha_2": 1}, "8": {"alpha_1": 1, "alpha_3": 1}, "9": {"beta_2": 1}}
     by_id = ds.corpus_by_id()
     assert by_id["alpha_3"].image.name == "alpha-deck-3-1024.jpg" and by_id["beta_2"].image.name == "slide_2.png"
-    assert _pixel(by_id["alpha_2"].image)[0] < 60                      # slide 2 of alpha is the green one
+    assert _pixel(by_id["alpha_2"].image)[0] < 60  # slide 2 of alpha is the green one
 
     only = load_local_dataset(convert_slidevqa(ann, images, tmp_path / "q", corpus_scope="questions"))
     assert "gamma_1" not in {c.id for c in only.corpus} and len(only.corpus) == 5
-    assert (slide_number("x-deck-2019-12-1024.jpg"), slide_number("Slide 4.PNG"), slide_number("p07.jpg"),
-            slide_number("cover.jpg")) == (12, 4, 7, None)
+    assert (
+        slide_number("x-deck-2019-12-1024.jpg"),
+        slide_number("Slide 4.PNG"),
+        slide_number("p07.jpg"),
+        slide_number("cover.jpg"),
+    ) == (12, 4, 7, None)
 
 
 def test_slidevqa_malformed_line_names_it(tmp_path: Path) -> None:
@@ -326,8 +380,9 @@ def test_slidevqa_malformed_line_names_it(tmp_path: Path) -> None:
     ann.write_text("\n".join(broken) + "\n")
     with pytest.raises(DatasetFormatError, match=r"test\.jsonl:3: malformed JSON"):
         convert_slidevqa(ann, images, tmp_path / "out")
-    ann.write_text("\n".join(lines[:3] + ['{"qa_id": 12, "deck_name": "beta", "question": "q", '
-                                          '"evidence_pages": [0]}']) + "\n")
+    ann.write_text(
+        "\n".join(lines[:3] + ['{"qa_id": 12, "deck_name": "beta", "question": "q", "evidence_pages": [0]}']) + "\n"
+    )
     with pytest.raises(DatasetFormatError, match=r"test\.jsonl:4: 'evidence_pages' must be"):
         convert_slidevqa(ann, images, tmp_path / "out")
     ann.write_text(lines[0] + "\n" + '{"qa_id": 13, "question": "no deck", "evidence_pages": [1]}\n')

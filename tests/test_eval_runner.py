@@ -20,7 +20,7 @@ def _check_structure(result, ds, depth: int = 100) -> None:
     corpus_ids = {c.id for c in ds.corpus}
     judged = {q.id for q in ds.queries}
     assert set(result.run) == judged
-    for qid, scores in result.run.items():
+    for _qid, scores in result.run.items():
         assert 0 < len(scores) <= depth and set(scores) <= corpus_ids
     assert set(result.per_query) == judged
     for name, value in result.metrics.items():

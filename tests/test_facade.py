@@ -43,15 +43,20 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_readme_facade_runs(reports: Path, tiny_model_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                            capsys: pytest.CaptureFixture) -> None:
+def test_readme_facade_runs(
+    reports: Path, tiny_model_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     from dse import Collection
     from dse.rag import Answer
 
     encoder = str(tiny_model_dir("dse-qwen2"))
     generator = str(tiny_model_dir("qwen2-vl-instruct"))
-    code = (_facade_snippet().replace(ENCODER_ID, encoder).replace(GENERATOR_ID, generator)
-            .replace('"reports/"', repr(str(reports))))
+    code = (
+        _facade_snippet()
+        .replace(ENCODER_ID, encoder)
+        .replace(GENERATOR_ID, generator)
+        .replace('"reports/"', repr(str(reports)))
+    )
     assert encoder in code and generator in code and str(reports) in code
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}

@@ -57,13 +57,15 @@ def _brute(x: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int, allowed: np.nd
 
 
 def _recall(hits, truth) -> float:
-    return float(np.mean([len({i for i, _ in h} & set(t[0].tolist())) / max(len(t[0]), 1) for h, t in zip(hits, truth)]))
+    return float(
+        np.mean([len({i for i, _ in h} & set(t[0].tolist())) / max(len(t[0]), 1) for h, t in zip(hits, truth)])
+    )
 
 
 def _build(kind: str, x: np.ndarray, ids: np.ndarray, **extra) -> SingleVectorIndex:
     index = SingleVectorIndex(DIM, index_type=kind, device="cpu", **{**PARAMS[kind], **extra})
     for a in range(0, len(x), 1000):  # several adds, as an ingest would do
-        index.add(x[a:a + 1000], ids[a:a + 1000])
+        index.add(x[a : a + 1000], ids[a : a + 1000])
     return index
 
 
@@ -171,13 +173,19 @@ def test_append_after_load_writes_new_segment_and_extends_the_cache(tmp_path: Pa
     d = tmp_path / "idx"
     index = _build("hnsw", x[:2000], ids[:2000])
     index.save(d)
-    snap = {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in d.iterdir()
-            if p.name != "index.json"}
+    snap = {
+        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in d.iterdir()
+        if p.name != "index.json"
+    }
     loaded = SingleVectorIndex.load(d, device="cpu")
     loaded.add(x[2000:2300], ids[2000:2300])  # 15% new rows: the cache is kept, not rewritten
     loaded.save(d)
-    now = {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in d.iterdir()
-           if p.name != "index.json"}
+    now = {
+        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in d.iterdir()
+        if p.name != "index.json"
+    }
     assert {k: now[k] for k in snap} == snap
     assert sorted(set(now) - set(snap)) == ["seg-000002.ids.npy", "seg-000002.vectors.npy"]
     manifest = json.loads((d / "index.json").read_text())
@@ -199,11 +207,16 @@ def test_compact(tmp_path: Path, data) -> None:
     index.save(tmp_path / "c")
     index.compact()
     index.save(tmp_path / "c")
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["index.json", "seg-000002.ids.npy",
-                                                                  "seg-000002.vectors.npy"]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        "index.json",
+        "seg-000002.ids.npy",
+        "seg-000002.vectors.npy",
+    ]
     loaded = SingleVectorIndex.load(tmp_path / "c", device="cpu")
     assert len(loaded) == 400 and loaded._table.num_rows == 400
-    assert [[i for i, _ in h] for h in loaded.search(q, 5)] == [t[0].tolist() for t in _brute(x[100:500], ids[100:500], q, 5)]
+    assert [[i for i, _ in h] for h in loaded.search(q, 5)] == [
+        t[0].tolist() for t in _brute(x[100:500], ids[100:500], q, 5)
+    ]
     loaded.add(x[:1], ids[:1])  # a removed id can come back
     np.testing.assert_array_equal(loaded.get(int(ids[0])), x[0])
 

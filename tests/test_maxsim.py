@@ -46,8 +46,9 @@ def _colpali_scores(queries: list[np.ndarray], pages: list[np.ndarray]) -> np.nd
     can clamp a per-token maximum at 0; queries are zero-padded, which adds exactly 0.
     """
     qs = [torch.from_numpy(q) for q in queries]
-    cols = [BaseVisualRetrieverProcessor.score_multi_vector(qs, [torch.from_numpy(p)], device="cpu")[:, 0]
-            for p in pages]
+    cols = [
+        BaseVisualRetrieverProcessor.score_multi_vector(qs, [torch.from_numpy(p)], device="cpu")[:, 0] for p in pages
+    ]
     return torch.stack(cols, dim=1).numpy()
 
 
@@ -103,8 +104,9 @@ def test_maxsim_top_k_and_default_batched_colpali(corpus) -> None:
     queries = [_unit(rng, 12) for _ in range(6)]
     index = MultiVectorIndex(DIM, device="cpu", block_size=512)
     index.add(pages, np.arange(150))
-    ref = BaseVisualRetrieverProcessor.score_multi_vector([torch.from_numpy(q) for q in queries],
-                                                          [torch.from_numpy(p) for p in pages], device="cpu").numpy()
+    ref = BaseVisualRetrieverProcessor.score_multi_vector(
+        [torch.from_numpy(q) for q in queries], [torch.from_numpy(p) for p in pages], device="cpu"
+    ).numpy()
     for qi, q_hits in enumerate(index.search(queries, 10)):
         top = torch.topk(torch.from_numpy(ref[qi]), 10)
         assert [i for i, _ in q_hits] == top.indices.tolist()
@@ -277,8 +279,10 @@ def test_save_load_roundtrip_memory_maps(tmp_path: Path, corpus) -> None:
     assert manifest["index_type"] == "maxsim" and manifest["vectors"] == sum(p.shape[0] for p in pages)
     loaded = MultiVectorIndex.load(tmp_path / "idx", device="cpu")
     assert isinstance(loaded._table.segments[0].arrays["vectors"], np.memmap)
-    assert not isinstance(MultiVectorIndex.load(tmp_path / "idx", device="cpu", mmap=False)
-                          ._table.segments[0].arrays["vectors"], np.memmap)
+    assert not isinstance(
+        MultiVectorIndex.load(tmp_path / "idx", device="cpu", mmap=False)._table.segments[0].arrays["vectors"],
+        np.memmap,
+    )
     assert loaded.search(queries, 10) == before
     np.testing.assert_array_equal(loaded.ids, ids)
     np.testing.assert_array_equal(loaded.get(int(ids[17])), pages[17].astype(np.float16))
@@ -351,7 +355,9 @@ def test_corrupted_or_missing_files_give_clear_errors(tmp_path: Path, corpus) ->
     (d3 / "index.json").write_text(json.dumps({**m, "dim": 64}))
     with pytest.raises(IndexFormatError, match="shape"):
         MultiVectorIndex.load(d3)
-    (d3 / "index.json").write_text(json.dumps({**m, "segments": m["segments"] + [{**m["segments"][0], "name": "seg-000009"}]}))
+    (d3 / "index.json").write_text(
+        json.dumps({**m, "segments": m["segments"] + [{**m["segments"][0], "name": "seg-000009"}]})
+    )
     with pytest.raises(IndexFormatError, match="seg-000009.*missing"):
         MultiVectorIndex.load(d3)
     (d3 / "index.json").write_text(manifest)

@@ -31,8 +31,12 @@ def test_evaluate_notebook_executes(tiny_model_dir, tmp_path: Path, monkeypatch:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(nb, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(tmp_path)}})
     client.execute(env=dict(os.environ))
-    text = "\n".join(o.get("text", "") or "".join(o.get("data", {}).get("text/plain", ""))
-                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    text = "\n".join(
+        o.get("text", "") or "".join(o.get("data", {}).get("text/plain", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     assert "pages encoded on the second run: 0" in text
     assert "| metric | model A (baseline) | model B | Δ | p (t-test) | p (randomisation) |" in text
     assert (tmp_path / "work" / "runs" / "model-a" / "run.trec").is_file()

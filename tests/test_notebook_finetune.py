@@ -9,7 +9,6 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-
 from train_fixtures import make_colour_dataset
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "finetune.ipynb"
@@ -35,9 +34,15 @@ def test_committed_notebook_has_no_outputs() -> None:
 
 def test_finetune_notebook_executes(tiny_model_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = make_colour_dataset(tmp_path / "data")
-    env = {"DSE_NB_MODEL": str(tiny_model_dir("dse-qwen2")), "DSE_NB_DATA": str(data),
-           "DSE_NB_OUT": str(tmp_path / "run"), "DSE_NB_STEPS": "40", "DSE_NB_LR": "3e-3", "DSE_NB_DEVICE": "cpu",
-           "HF_HUB_OFFLINE": "1"}
+    env = {
+        "DSE_NB_MODEL": str(tiny_model_dir("dse-qwen2")),
+        "DSE_NB_DATA": str(data),
+        "DSE_NB_OUT": str(tmp_path / "run"),
+        "DSE_NB_STEPS": "40",
+        "DSE_NB_LR": "3e-3",
+        "DSE_NB_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)  # the kernel inherits the environment
     nb = nbformat.read(NOTEBOOK, as_version=4)

@@ -54,8 +54,13 @@ def test_notebook_runs_on_tiny_models(tiny_model_dir, tmp_path: Path, monkeypatc
     assert "2 documents, 3 pages, family dse-qwen2" in outputs
     # search hits and the answer's pages were printed, and page images displayed
     assert outputs.count("p.1") >= 2
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.get("output_type") == "display_data" and "image/png" in o.get("data", {})]
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+    ]
     assert len(images) == 2
     # the JSON cell prints the Answer's dict
     json_cell = next(c for c in nb.cells if c.cell_type == "code" and "to_dict()" in c.source)

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from test_tiny_colpali_idefics import load, offline
 
 from dse.encoders.base import Encoder
 from dse.testing import tiny_idefics3, tiny_paligemma
-from test_tiny_colpali_idefics import load, offline
 
 FAMILIES = ["colpali", "colidefics3"]
 BUILDERS = {"colpali": tiny_paligemma.build, "colidefics3": tiny_idefics3.build}

@@ -100,12 +100,14 @@ def test_chat_template_renders_models_md_string(family: str, tiny_model_dir) -> 
 def test_dse_prompt_strings(family: str, ours) -> None:
     enc = ours(family)
     assert enc.render(Item("query", text="hello")) == MODELS_MD_RENDERING + "<|endoftext|>"
-    assert enc.render(Item("document", image=pages()[0])) == MODELS_MD_RENDERING.replace(
-        "Query: hello", "What is shown in this image?"
-    ) + "<|endoftext|>"
-    assert enc.render(Item("text_document", text="abc")) == MODELS_MD_RENDERING.replace(
-        "Query: hello", "Document: abc"
-    ) + "<|endoftext|>"
+    assert (
+        enc.render(Item("document", image=pages()[0]))
+        == MODELS_MD_RENDERING.replace("Query: hello", "What is shown in this image?") + "<|endoftext|>"
+    )
+    assert (
+        enc.render(Item("text_document", text="abc"))
+        == MODELS_MD_RENDERING.replace("Query: hello", "Document: abc") + "<|endoftext|>"
+    )
 
 
 def test_gme_prompt_strings(ours) -> None:
@@ -390,7 +392,9 @@ def test_colqwen_fused_query_format(family: str, ours, tiny_model_dir) -> None:
     images = pages()[:3]
     queries = QUERIES[:3]
     prompts = [
-        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>" + q + "<|im_end|><|endoftext|>"
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+        + q
+        + "<|im_end|><|endoftext|>"
         + "<|endoftext|>" * 10
         for q in queries
     ]

@@ -42,8 +42,9 @@ def collection(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir) -> Coll
     docs = tmp_path_factory.mktemp("rag-docs")
     make_pdf(docs / "report.pdf", 4, seed=3)
     make_pdf(docs / "notes.pdf", 3, seed=4, title="Notes")
-    col = Collection.create(tmp_path_factory.mktemp("rag-col") / "c", model=str(tiny_model_dir("dse-qwen2")),
-                            device="cpu")
+    col = Collection.create(
+        tmp_path_factory.mktemp("rag-col") / "c", model=str(tiny_model_dir("dse-qwen2")), device="cpu"
+    )
     for path, kind in ((docs / "report.pdf", "report"), (docs / "notes.pdf", "notes")):
         report = col.add(path, render_settings=RenderSettings(dpi=36), meta={"kind": kind}, progress=False)
         assert not report.failures, report.failures
@@ -68,8 +69,7 @@ class GenerateSpy:
         original = gen.model.generate
 
         def spy(*args, **kwargs):
-            self.calls.append({k: v.detach().clone() if isinstance(v, torch.Tensor) else v
-                               for k, v in kwargs.items()})
+            self.calls.append({k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
             return original(*args, **kwargs)
 
         monkeypatch.setattr(gen.model, "generate", spy)
@@ -83,8 +83,9 @@ def _open_rgb(path: str) -> Image.Image:
 # ----------------------------------------------------------------- answer_question
 
 
-def test_answer_uses_the_top_k_pages_in_rank_order(collection: Collection, generator: Generator,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_answer_uses_the_top_k_pages_in_rank_order(
+    collection: Collection, generator: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spy = GenerateSpy(generator, monkeypatch)
     expected = collection.search(QUESTION, k=3)
     assert len(expected) == 3
@@ -134,8 +135,9 @@ def test_greedy_answers_are_deterministic_and_stream_matches(collection: Collect
     assert "".join(pieces).strip() == first.answer
 
 
-def test_k_and_where_select_the_pages(collection: Collection, generator: Generator,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_k_and_where_select_the_pages(
+    collection: Collection, generator: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spy = GenerateSpy(generator, monkeypatch)
     ans = answer_question(collection, QUESTION, generator=generator, k=5, where={"kind": "notes"})
     assert len(ans.pages) == 3  # only the 3 pages of the notes match the filter
@@ -169,8 +171,11 @@ def test_unreadable_page_image_is_skipped(collection: Collection, tmp_path: Path
     hits = collection.search(QUESTION, k=3)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    damaged = [hits[0], replace(hits[1], image_path=str(tmp_path / "missing.png")),
-               replace(hits[2], image_path=str(broken))]
+    damaged = [
+        hits[0],
+        replace(hits[1], image_path=str(tmp_path / "missing.png")),
+        replace(hits[2], image_path=str(broken)),
+    ]
     kept, images = load_page_images(damaged)
     assert [h.page_id for h in kept] == [hits[0].page_id]
     assert len(images) == 1 and images[0].mode == "RGB"
@@ -249,10 +254,11 @@ def test_generator_load_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_pixel_budget_caps_visual_tokens(generator_dir: Path) -> None:
-    gen = Generator.load(str(generator_dir), device="cpu", max_new_tokens=2, min_pixels=4 * 28 * 28,
-                         max_pixels=16 * 28 * 28)
+    gen = Generator.load(
+        str(generator_dir), device="cpu", max_new_tokens=2, min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28
+    )
     batch = gen.prepare(QUESTION, [Image.new("RGB", (1200, 1600), "white")])
-    tokens = int(batch["image_grid_thw"].prod()) // gen.processor.image_processor.merge_size ** 2
+    tokens = int(batch["image_grid_thw"].prod()) // gen.processor.image_processor.merge_size**2
     assert 4 <= tokens <= 16
 
 
@@ -267,8 +273,7 @@ def test_qwen2_5_vl_instruct_generator(collection: Collection, tiny_model_dir) -
 # ---------------------------------------------------------------- Collection.ask
 
 
-def test_collection_ask_caches_the_generator(collection: Collection, generator_dir: Path,
-                                             generator: Generator) -> None:
+def test_collection_ask_caches_the_generator(collection: Collection, generator_dir: Path, generator: Generator) -> None:
     collection.__dict__.pop("_generators", None)
     first = collection.ask(QUESTION, k=2, generator=str(generator_dir))
     assert isinstance(first.answer, str) and first.generator == str(generator_dir)
@@ -290,8 +295,20 @@ def test_collection_ask_caches_the_generator(collection: Collection, generator_d
 
 
 def test_cli_ask_json_and_text(collection: Collection, generator_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    args = ["ask", "--collection", str(collection.directory), QUESTION, "-k", "2", "--generator",
-            str(generator_dir), "--device", "cpu", "--max-new-tokens", str(MAX_NEW_TOKENS)]
+    args = [
+        "ask",
+        "--collection",
+        str(collection.directory),
+        QUESTION,
+        "-k",
+        "2",
+        "--generator",
+        str(generator_dir),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        str(MAX_NEW_TOKENS),
+    ]
     assert main([*args, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     expected = collection.search(QUESTION, k=2)
@@ -305,16 +322,36 @@ def test_cli_ask_json_and_text(collection: Collection, generator_dir: Path, caps
     assert "[1]" in text and expected[0].source in text and f"p.{expected[0].page}" in text
 
 
-@pytest.mark.parametrize("extra, code, message", [
-    (["-k", "0"], 2, "-k must be an integer of at least 1"),
-    (["--where", "kind=nothing"], 1, "no page matches the filter"),
-    (["--where", "novalue"], 2, "--where expects key=value"),
-    (["--max-new-tokens", "0"], 2, "--max-new-tokens"),
-])
-def test_cli_ask_errors(collection: Collection, generator_dir: Path, capsys: pytest.CaptureFixture,
-                        extra: list[str], code: int, message: str) -> None:
-    rc = main(["ask", "--collection", str(collection.directory), QUESTION, "--generator", str(generator_dir),
-               "--device", "cpu", *extra])
+@pytest.mark.parametrize(
+    "extra, code, message",
+    [
+        (["-k", "0"], 2, "-k must be an integer of at least 1"),
+        (["--where", "kind=nothing"], 1, "no page matches the filter"),
+        (["--where", "novalue"], 2, "--where expects key=value"),
+        (["--max-new-tokens", "0"], 2, "--max-new-tokens"),
+    ],
+)
+def test_cli_ask_errors(
+    collection: Collection,
+    generator_dir: Path,
+    capsys: pytest.CaptureFixture,
+    extra: list[str],
+    code: int,
+    message: str,
+) -> None:
+    rc = main(
+        [
+            "ask",
+            "--collection",
+            str(collection.directory),
+            QUESTION,
+            "--generator",
+            str(generator_dir),
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == code
     lines = [line for line in err.splitlines() if line.startswith("dse ask: error:")]
@@ -322,8 +359,8 @@ def test_cli_ask_errors(collection: Collection, generator_dir: Path, capsys: pyt
 
 
 def test_cli_ask_empty_question_missing_collection_and_offline_hub(
-        collection: Collection, tmp_path: Path, capsys: pytest.CaptureFixture,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    collection: Collection, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert main(["ask", "--collection", str(collection.directory), "  "]) == 2
     assert "empty question" in capsys.readouterr().err
     assert main(["ask", "--collection", str(tmp_path / "none"), QUESTION]) == 3

@@ -27,8 +27,9 @@ def test_all_rendered_exit_0(tmp_path, capsys):
     info = make_pdf(tmp_path / "report.pdf", n_pages=3)
     Image.new("RGB", (64, 48), (0, 0, 255)).save(tmp_path / "photo.png")
     out = tmp_path / "out"
-    code = main(["render", str(info.path), str(tmp_path / "photo.png"), "--out", str(out), "--dpi", "72",
-                 "--pages", "1,3"])
+    code = main(
+        ["render", str(info.path), str(tmp_path / "photo.png"), "--out", str(out), "--dpi", "72", "--pages", "1,3"]
+    )
     assert code == 0
     stdout = capsys.readouterr().out
     assert stdout.strip().splitlines()[-1].startswith("rendered 3 pages from 2 documents; 0 failures")
@@ -55,8 +56,19 @@ def test_partial_failure_exit_1(tmp_path, capsys):
     (tmp_path / "bad.pdf").write_bytes(b"%PDF-1.4\ngarbage")
     secret = make_pdf(tmp_path / "secret.pdf", n_pages=1, password="pw")
     out = tmp_path / "out"
-    code = main(["render", str(tmp_path / "bad.pdf"), str(good.path), str(secret.path),
-                 str(tmp_path / "missing.pdf"), "--out", str(out), "--max-pixels", "200000"])
+    code = main(
+        [
+            "render",
+            str(tmp_path / "bad.pdf"),
+            str(good.path),
+            str(secret.path),
+            str(tmp_path / "missing.pdf"),
+            "--out",
+            str(out),
+            "--max-pixels",
+            "200000",
+        ]
+    )
     assert code == 1
     captured = capsys.readouterr()
     assert "rendered 2 pages from 1 documents; 3 failures" in captured.out
@@ -112,8 +124,9 @@ def test_real_process_exit_codes_and_no_traceback(tmp_path):
     ok = subprocess.run([*cmd, str(good.path)], capture_output=True, text=True, env=env, cwd=REPO)
     assert ok.returncode == 0, ok.stderr
     assert "rendered 1 pages from 1 documents; 0 failures" in ok.stdout
-    part = subprocess.run([*cmd, str(good.path), str(tmp_path / "bad.pdf")], capture_output=True, text=True,
-                          env=env, cwd=REPO)
+    part = subprocess.run(
+        [*cmd, str(good.path), str(tmp_path / "bad.pdf")], capture_output=True, text=True, env=env, cwd=REPO
+    )
     assert part.returncode == 1 and "not a PDF file (looks like plain text)" in part.stderr
     assert "Traceback" not in part.stderr
     usage = subprocess.run([*cmd, str(tmp_path / "none*.pdf")], capture_output=True, text=True, env=env, cwd=REPO)
@@ -126,8 +139,10 @@ def test_real_process_exit_codes_and_no_traceback(tmp_path):
 def test_web_tiles_from_the_cli(tmp_path, capsys):
     site = make_html_site(tmp_path / "www", n_pages=1, n_bands=2)
     out = tmp_path / "out"
-    assert main(["render", str(site.root / site.tall_name), "--out", str(out), "--web-mode", "tiles",
-                 "--timeout", "20"]) == 0
+    assert (
+        main(["render", str(site.root / site.tall_name), "--out", str(out), "--web-mode", "tiles", "--timeout", "20"])
+        == 0
+    )
     rows = _manifest(out)
     assert [r["page"] for r in rows] == [1, 2] and all(r["title"] == "Tall page" for r in rows)
     for r, col in zip(rows, site.band_colors, strict=True):

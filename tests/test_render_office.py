@@ -198,8 +198,9 @@ echo "end $$ $profile $(date +%s.%N)" >> {log}
             calls.setdefault(pid, {"profile": profile})[kind] = float(t)
     assert len(calls) == 5
     spans = list(calls.values())
-    overlapping = [(a, b) for i, a in enumerate(spans) for b in spans[i + 1:]
-                   if a["start"] < b["end"] and b["start"] < a["end"]]
+    overlapping = [
+        (a, b) for i, a in enumerate(spans) for b in spans[i + 1 :] if a["start"] < b["end"] and b["start"] < a["end"]
+    ]
     assert overlapping, "conversions never ran in parallel"
     assert all(a["profile"] != b["profile"] for a, b in overlapping)
     assert max(sum(s["start"] <= t["start"] < s["end"] for s in spans) for t in spans) <= 2

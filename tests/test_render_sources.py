@@ -54,10 +54,19 @@ def test_directories_are_walked_recursively_in_order(tree):
 
 def test_globs_urls_duplicates_and_missing_inputs(tree, monkeypatch):
     monkeypatch.chdir(tree)
-    found = list(iter_sources([
-        "**/*.pdf", "a.pdf", str(tree / "a.pdf"), "https://example.org/page?q=1",
-        "missing.pdf", "nothing-*.png", "ftp://example.org/file.pdf",
-    ]))
+    found = list(
+        iter_sources(
+            [
+                "**/*.pdf",
+                "a.pdf",
+                str(tree / "a.pdf"),
+                "https://example.org/page?q=1",
+                "missing.pdf",
+                "nothing-*.png",
+                "ftp://example.org/file.pdf",
+            ]
+        )
+    )
     assert [Path(s.source).name for s in found[:2]] == ["a.pdf", "c.pdf"]  # a.pdf not repeated
     url = found[2]
     assert url.kind == "web" and url.url == url.source == "https://example.org/page?q=1" and url.content_hash() is None
@@ -109,10 +118,18 @@ def test_render_source_renders_one_source(tmp_path):
 @pytest.mark.parametrize(
     ("head", "label"),
     [
-        (b"%PDF-1.7\n", "pdf"), (b"\x89PNG\r\n\x1a\n....", "png"), (b"\xff\xd8\xff\xe0", "jpeg"),
-        (b"GIF89a..", "gif"), (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "webp"), (b"II*\x00", "tiff"),
-        (b"PK\x03\x04", "zip"), (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "ole2"), (b"{\\rtf1\\ansi", "rtf"),
-        (b"\xef\xbb\xbf<!DOCTYPE html><html>", "html"), (b"hello world", "text"), (b"\x00\x01\x02", "binary"),
+        (b"%PDF-1.7\n", "pdf"),
+        (b"\x89PNG\r\n\x1a\n....", "png"),
+        (b"\xff\xd8\xff\xe0", "jpeg"),
+        (b"GIF89a..", "gif"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "webp"),
+        (b"II*\x00", "tiff"),
+        (b"PK\x03\x04", "zip"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "ole2"),
+        (b"{\\rtf1\\ansi", "rtf"),
+        (b"\xef\xbb\xbf<!DOCTYPE html><html>", "html"),
+        (b"hello world", "text"),
+        (b"\x00\x01\x02", "binary"),
         (b"", "empty"),
     ],
 )
@@ -126,8 +143,17 @@ def test_page_selection_and_settings_validation():
     for bad in ["", "0", "3-1", "a-b", "1-2-3", "1,,2", "-"]:
         with pytest.raises(SettingsError):
             PageSelection.parse(bad)
-    for kwargs in [{"dpi": 0}, {"dpi": -5}, {"max_pixels": 10}, {"pages": "x"}, {"pdf_backend": "mupdf"},
-                   {"web_mode": "huge"}, {"office_workers": 0}, {"web_timeout": 0}, {"png_compress_level": 12}]:
+    for kwargs in [
+        {"dpi": 0},
+        {"dpi": -5},
+        {"max_pixels": 10},
+        {"pages": "x"},
+        {"pdf_backend": "mupdf"},
+        {"web_mode": "huge"},
+        {"office_workers": 0},
+        {"web_timeout": 0},
+        {"png_compress_level": 12},
+    ]:
         with pytest.raises(SettingsError):
             RenderSettings(**kwargs)
     d = RenderSettings(password="hunter2").to_dict()

@@ -70,22 +70,34 @@ def batch(tmp_path_factory):
     ).encode()
     routes = {
         "/slow": Response(delay=30),
-        "/download.bin": Response(body=b"\x00" * 2048, headers={
-            "Content-Type": "application/octet-stream", "Content-Disposition": 'attachment; filename="x.bin"'}),
+        "/download.bin": Response(
+            body=b"\x00" * 2048,
+            headers={"Content-Type": "application/octet-stream", "Content-Disposition": 'attachment; filename="x.bin"'},
+        ),
         "/broken": Response(status=500, body=b"<h1>oops</h1>"),
         "/leak.html": Response(body=remote_leak),
-        "/hanging-image.html": Response(body=(
-            b'<html><head><title>Half loaded</title></head><body style="margin:0">'
-            b'<div style="width:300px;height:300px;background:rgb(0,0,255)"></div>'
-            b'<img src="/never.png"></body></html>')),
+        "/hanging-image.html": Response(
+            body=(
+                b'<html><head><title>Half loaded</title></head><body style="margin:0">'
+                b'<div style="width:300px;height:300px;background:rgb(0,0,255)"></div>'
+                b'<img src="/never.png"></body></html>'
+            )
+        ),
         "/never.png": Response(delay=30, headers={"Content-Type": "image/png"}),
     }
     with serve_http(site.root, routes) as base:
         urls = {
-            "p1": f"{base}/page1.html", "p2": f"{base}/page2.html", "p3": f"{base}/page3.html",
-            "missing": f"{base}/missing.html", "slow": f"{base}/slow", "download": f"{base}/download.bin",
-            "error500": f"{base}/broken", "leak": f"{base}/leak.html", "hanging": f"{base}/hanging-image.html",
-            "dns": "http://no-such-host.invalid/", "refused": f"http://127.0.0.1:{closed_port()}/",
+            "p1": f"{base}/page1.html",
+            "p2": f"{base}/page2.html",
+            "p3": f"{base}/page3.html",
+            "missing": f"{base}/missing.html",
+            "slow": f"{base}/slow",
+            "download": f"{base}/download.bin",
+            "error500": f"{base}/broken",
+            "leak": f"{base}/leak.html",
+            "hanging": f"{base}/hanging-image.html",
+            "dns": "http://no-such-host.invalid/",
+            "refused": f"http://127.0.0.1:{closed_port()}/",
         }
         order = ["slow", "p1", "missing", "p2", "download", "dns", "refused", "error500", "leak", "hanging", "p3"]
         settings = RenderSettings(web_timeout=4, web_idle_timeout=0.5, web_concurrency=4)
@@ -225,19 +237,37 @@ def test_reused_tabs_do_not_leak_state_between_sources(tmp_path):
     guard_html, _ = _guarded_dir(tmp_path / "guarded")  # local page: may load its own ok.png
     ok_png = (guard_html.parent / "ok.png").resolve().as_uri()
     set_cookie = b"<html><head><title>Set</title><script>document.cookie='seen=1; path=/'</script></head></html>"
-    check_cookie = (b"<html><head><title>Check</title></head><body style='margin:0'><div id=d "
-                    b"style='width:300px;height:300px'></div><script>document.getElementById('d').style.background"
-                    b" = document.cookie.includes('seen=1') ? 'rgb(255,0,0)' : 'rgb(0,200,0)'</script></body></html>")
-    remote_ok = f'<html><head><title>Remote</title></head><body style="margin:0"><img src="{ok_png}" ' \
-                f'style="width:200px;height:200px"></body></html>'.encode()
+    check_cookie = (
+        b"<html><head><title>Check</title></head><body style='margin:0'><div id=d "
+        b"style='width:300px;height:300px'></div><script>document.getElementById('d').style.background"
+        b" = document.cookie.includes('seen=1') ? 'rgb(255,0,0)' : 'rgb(0,200,0)'</script></body></html>"
+    )
+    remote_ok = (
+        f'<html><head><title>Remote</title></head><body style="margin:0"><img src="{ok_png}" '
+        f'style="width:200px;height:200px"></body></html>'.encode()
+    )
     other = tmp_path / "other" / "other.html"  # a local page elsewhere, pointing into the first one's dir
     other.parent.mkdir()
     other.write_text(remote_ok.decode().replace("Remote", "Other"))
-    routes = {"/set.html": Response(body=set_cookie), "/check.html": Response(body=check_cookie),
-              "/remote.html": Response(body=remote_ok)}
+    routes = {
+        "/set.html": Response(body=set_cookie),
+        "/check.html": Response(body=check_cookie),
+        "/remote.html": Response(body=remote_ok),
+    }
     with serve_http(None, routes) as base:
-        recs = list(render([f"{base}/set.html", f"{base}/check.html", guard_html, other, guard_html.parent / "ok.png",
-                            f"{base}/remote.html"], RenderSettings(web_concurrency=1, web_idle_timeout=0.2)))
+        recs = list(
+            render(
+                [
+                    f"{base}/set.html",
+                    f"{base}/check.html",
+                    guard_html,
+                    other,
+                    guard_html.parent / "ok.png",
+                    f"{base}/remote.html",
+                ],
+                RenderSettings(web_concurrency=1, web_idle_timeout=0.2),
+            )
+        )
     assert [r.title for r in recs] == ["Set", "Check", "Guard", "Other", None, "Remote"]
     check, local, other_rec, remote = recs[1], recs[2], recs[3], recs[5]
     assert color_close(mean_color(check.image, (10, 10, 290, 290)), GREEN, 3)  # no cookie from the last source

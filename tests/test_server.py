@@ -66,12 +66,18 @@ def test_health_info_and_docs(client: TestClient, dse_col: Built) -> None:
     info = client.get("/info").json()
     assert info["collection"]["pages"] == 5 and info["collection"]["documents"] == 5
     assert info["collection"]["kind"] == "single" and info["collection"]["family"] == "dse-qwen2"
-    assert info["features"] == {"answer": False, "similarity": False, "micro_batch": True, "image_queries": True,
-                                "fused_queries": True}
+    assert info["features"] == {
+        "answer": False,
+        "similarity": False,
+        "micro_batch": True,
+        "image_queries": True,
+        "fused_queries": True,
+    }
     assert info["limits"]["max_k"] == 100
     spec = client.get("/openapi.json").json()
     assert {"/health", "/search", "/pages/{page_id}/image", "/pages/{page_id}/similarity", "/answer"} <= set(
-        spec["paths"])
+        spec["paths"]
+    )
     assert "multipart/form-data" in spec["paths"]["/search"]["post"]["requestBody"]["content"]
     assert client.get("/docs").status_code == 200
     page = client.get("/")
@@ -123,8 +129,13 @@ def test_fused_and_rrf_search(client: TestClient, dse_col: Built, reference: Col
     files = {"image": ("page.png", page_file.read_bytes(), "image/png")}
     fused = client.post("/search", files=files, data={"text": "same chart in orange", "k": "4"})
     assert fused.status_code == 200, fused.text
-    assert fused.json()["query"] == {"text": "same chart in orange", "image": True, "k": 4, "filters": None,
-                                     "fusion": None}
+    assert fused.json()["query"] == {
+        "text": "same chart in orange",
+        "image": True,
+        "k": 4,
+        "filters": None,
+        "fusion": None,
+    }
     assert_same_ranking(fused.json()["hits"], reference.search("same chart in orange", image=page_file, k=4))
     rrf = client.post("/search", files=files, data={"text": "same chart in orange", "k": "4", "fusion": "rrf"})
     assert rrf.status_code == 200 and rrf.json()["query"]["fusion"] == "rrf"
@@ -135,8 +146,9 @@ def test_fused_and_rrf_search(client: TestClient, dse_col: Built, reference: Col
 
 
 # ------------------------------------------------------------------ pages
-def test_page_image_served_only_from_the_collection(client: TestClient, dse_col: Built, reference: Collection,
-                                                    tmp_path: Path) -> None:
+def test_page_image_served_only_from_the_collection(
+    client: TestClient, dse_col: Built, reference: Collection, tmp_path: Path
+) -> None:
     hit = reference.search("anything", k=1)[0]
     r = client.get(f"/pages/{hit.page_id}/image")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
@@ -148,8 +160,12 @@ def test_page_image_served_only_from_the_collection(client: TestClient, dse_col:
     for bad in ("/pages/abc/image", "/pages/1.5/image"):
         r = client.get(bad)
         assert r.status_code == 422 and "page_id" in r.json()["detail"]
-    for traversal in ("/pages/../../etc/passwd", "/pages/%2e%2e%2f%2e%2e%2fetc%2fpasswd/image",
-                      "/pages/1/../../../etc/passwd", "/static/../../../../etc/passwd"):
+    for traversal in (
+        "/pages/../../etc/passwd",
+        "/pages/%2e%2e%2f%2e%2e%2fetc%2fpasswd/image",
+        "/pages/1/../../../etc/passwd",
+        "/static/../../../../etc/passwd",
+    ):
         r = client.get(traversal)
         assert r.status_code in (404, 422) and b"root:" not in r.content
     assert client.get("/pages/1/image", params={"width": 5}).status_code == 422
@@ -167,7 +183,7 @@ def test_page_image_served_only_from_the_collection(client: TestClient, dse_col:
 
 # ----------------------------------------------------------------- limits
 def test_limits_and_bad_input(dse_col: Built, client: TestClient) -> None:
-    def detail(r) -> str:  # noqa: ANN001
+    def detail(r) -> str:
         return r.json()["detail"]
 
     r = client.post("/search", json={"text": "x", "k": 1000})
@@ -193,15 +209,20 @@ def test_limits_and_bad_input(dse_col: Built, client: TestClient) -> None:
     assert r.status_code == 400 and "not an image" in detail(r)
     r = client.post("/search", files={"image": ("q.png", b"", "image/png")})
     assert r.status_code == 400
-    r = client.post("/search", files={"image": ("q.png", png_bytes(make_page((1, 2, 3), "q")), "image/png")},
-                    data={"filters": "{broken"})
+    r = client.post(
+        "/search",
+        files={"image": ("q.png", png_bytes(make_page((1, 2, 3), "q")), "image/png")},
+        data={"filters": "{broken"},
+    )
     assert r.status_code == 400 and "filters must be a JSON object" in detail(r)
-    r = client.post("/search", files={"image": ("q.png", png_bytes(make_page((1, 2, 3), "q")), "image/png")},
-                    data={"k": "many"})
+    r = client.post(
+        "/search", files={"image": ("q.png", png_bytes(make_page((1, 2, 3), "q")), "image/png")}, data={"k": "many"}
+    )
     assert r.status_code == 400 and detail(r) == "k must be an integer, got 'many'"
     # a query image with an extreme aspect ratio: the encoder's own check, as a 400
-    r = client.post("/search", files={"image": ("q.png", png_bytes(Image.new("RGB", (4000, 10), "white")),
-                                                "image/png")})
+    r = client.post(
+        "/search", files={"image": ("q.png", png_bytes(Image.new("RGB", (4000, 10), "white")), "image/png")}
+    )
     assert r.status_code == 400 and "aspect ratio" in detail(r)
 
     small = Limits(max_upload_bytes=200_000, max_image_pixels=100_000, max_text_chars=50)
@@ -215,8 +236,11 @@ def test_limits_and_bad_input(dse_col: Built, client: TestClient) -> None:
         r = c.post("/search", json={"text": "y" * 51})
         assert r.status_code == 413
         # a body streamed without Content-Length is cut off at the limit too
-        r = c.post("/search", content=iter([b"{" + b" " * 150_000, b" " * 150_000 + b"}"]),
-                   headers={"content-type": "application/json"})
+        r = c.post(
+            "/search",
+            content=iter([b"{" + b" " * 150_000, b" " * 150_000 + b"}"]),
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 413
 
 
@@ -226,9 +250,13 @@ def test_api_key_required_and_accepted(dse_col: Built) -> None:
     with TestClient(app) as c:
         assert c.get("/health").status_code == 200
         assert c.get("/").status_code == 200 and c.get("/static/style.css").status_code == 200
-        for method, path, kwargs in (("get", "/info", {}), ("post", "/search", {"json": {"text": "x"}}),
-                                     ("get", "/pages/1/image", {}), ("post", "/answer", {"json": {"question": "q"}}),
-                                     ("get", "/pages/1/similarity", {"params": {"text": "x"}})):
+        for method, path, kwargs in (
+            ("get", "/info", {}),
+            ("post", "/search", {"json": {"text": "x"}}),
+            ("get", "/pages/1/image", {}),
+            ("post", "/answer", {"json": {"question": "q"}}),
+            ("get", "/pages/1/similarity", {"params": {"text": "x"}}),
+        ):
             r = getattr(c, method)(path, **kwargs)
             assert r.status_code == 401, path
             assert r.json()["detail"].startswith("an API key is required")
@@ -264,8 +292,9 @@ def test_bind_rule_and_cli_errors(capsys: pytest.CaptureFixture[str], tmp_path: 
 def test_similarity_maps(multi_client: TestClient, client: TestClient, col_col: Built) -> None:
     hits = multi_client.post("/search", json={"text": "red block", "k": 2}).json()["hits"]
     pid = hits[0]["page_id"]
-    r = multi_client.get(f"/pages/{pid}/similarity", params={"text": "red block", "format": "json",
-                                                             "per_token": "true"})
+    r = multi_client.get(
+        f"/pages/{pid}/similarity", params={"text": "red block", "format": "json", "per_token": "true"}
+    )
     assert r.status_code == 200, r.text
     data = r.json()
     nx, ny = data["grid"]["x"], data["grid"]["y"]
@@ -322,8 +351,13 @@ def test_answer_needs_a_generator(client: TestClient) -> None:
 
 def test_answer_with_a_generator(dse_col: Built, tiny_model_dir) -> None:
     gen_dir = tiny_model_dir("qwen2-vl-instruct")
-    app = create_app(dse_col.directory, device="cpu", encoder=dse_col.encoder, generator=str(gen_dir),
-                     generator_options={"max_new_tokens": 6})
+    app = create_app(
+        dse_col.directory,
+        device="cpu",
+        encoder=dse_col.encoder,
+        generator=str(gen_dir),
+        generator_options={"max_new_tokens": 6},
+    )
     with TestClient(app) as c:
         assert c.get("/info").json()["features"]["answer"] is True
         r = c.post("/answer", json={"question": "Which page is blue?", "k": 2, "filters": {"team": "blue"}})
@@ -352,6 +386,7 @@ def test_pages_indexed_while_serving_are_picked_up(dse_col: Built, tmp_path: Pat
         writer.close()
         time.sleep(0.1)
         assert c.get("/info").json()["collection"]["pages"] == 6
-        r = c.post("/search", files={"image": ("p.png", new.read_bytes(), "image/png")},
-                   data={"filters": '{"team": "purple"}'})
+        r = c.post(
+            "/search", files={"image": ("p.png", new.read_bytes(), "image/png")}, data={"filters": '{"team": "purple"}'}
+        )
         assert [h["source"] for h in r.json()["hits"]] == [str(new.resolve())]

@@ -16,19 +16,27 @@ from dse.encoders import InvalidInput
 from dse.server.app import create_app
 from dse.server.batching import QueryBatcher
 
-QUERIES = ["red block", "blue page", "a green chart", "orange quarter revenue", "page zero", "page one",
-           "table of figures", "latency throughput"]
+QUERIES = [
+    "red block",
+    "blue page",
+    "a green chart",
+    "orange quarter revenue",
+    "page zero",
+    "page one",
+    "table of figures",
+    "latency throughput",
+]
 
 
 class Recording:
     """The real encoder's ``encode_queries``, recording the texts of every call."""
 
-    def __init__(self, encoder) -> None:  # noqa: ANN001
+    def __init__(self, encoder) -> None:
         self.encoder = encoder
         self.calls: list[list[str]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, texts: list[str]):  # noqa: ANN204
+    def __call__(self, texts: list[str]):
         with self.lock:
             self.calls.append(list(texts))
         return self.encoder.encode_queries(texts=texts, batch_size=len(texts))
@@ -83,10 +91,8 @@ def test_batcher_max_batch_duplicates_and_failures(dse_col: Built) -> None:
 @pytest.mark.parametrize("family", ["dse-qwen2", "colqwen2"])
 def test_micro_batched_search_equals_unbatched(family: str, dse_col: Built, col_col: Built) -> None:
     built = dse_col if family == "dse-qwen2" else col_col
-    requests = [{"text": q, "k": k, "filters": f} for q in QUERIES
-                for k, f in ((3, None), (2, {"team": "blue"}))]
-    batched = create_app(built.directory, device="cpu", encoder=built.encoder, micro_batch=True,
-                         batch_window_ms=100)
+    requests = [{"text": q, "k": k, "filters": f} for q in QUERIES for k, f in ((3, None), (2, {"team": "blue"}))]
+    batched = create_app(built.directory, device="cpu", encoder=built.encoder, micro_batch=True, batch_window_ms=100)
     plain = create_app(built.directory, device="cpu", encoder=built.encoder, micro_batch=False)
     with live_server(batched) as url_b, live_server(plain) as url_p:
         with httpx.Client(base_url=url_p, timeout=120) as c:
@@ -123,6 +129,7 @@ def test_concurrent_mixed_requests(dse_col: Built, tmp_path: Path) -> None:
     image = (dse_col.corpus / "red" / "p1.png").read_bytes()
     app = create_app(dse_col.directory, device="cpu", encoder=dse_col.encoder)
     with live_server(app) as url:
+
         def work(i: int) -> tuple[int, int]:
             with httpx.Client(base_url=url, timeout=120) as c:
                 kind = i % 4
@@ -133,8 +140,9 @@ def test_concurrent_mixed_requests(dse_col: Built, tmp_path: Path) -> None:
                     r = c.post("/search", files={"image": ("q.png", image, "image/png")}, data={"k": "2"})
                     ok = r.status_code == 200 and r.json()["hits"][0]["source"].endswith("red/p1.png")
                 elif kind == 2:
-                    r = c.post("/search", files={"image": ("q.png", image, "image/png")},
-                               data={"text": "same page", "k": "2"})
+                    r = c.post(
+                        "/search", files={"image": ("q.png", image, "image/png")}, data={"text": "same page", "k": "2"}
+                    )
                     ok = r.status_code == 200 and len(r.json()["hits"]) == 2
                 else:
                     pid = c.post("/search", json={"text": "page", "k": 1}).json()["hits"][0]["page_id"]

@@ -17,7 +17,7 @@ def colqwen2(tiny_model_dir) -> Encoder:
     return Encoder.load(str(tiny_model_dir("colqwen2")), device="cpu")
 
 
-def _check_maps(enc: Encoder, page, text: str) -> None:  # noqa: ANN001
+def _check_maps(enc: Encoder, page, text: str) -> None:
     tokens = encode_page_tokens(enc, page)
     smap = similarity_map(enc, page, text, page=tokens)
     q = enc.encode_queries(texts=[text])[0]

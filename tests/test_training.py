@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from train_fixtures import KEYS, make_colour_dataset, make_hub_copy, page_image
 
 
@@ -35,8 +34,20 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 def _eval_ndcg5(capsys, model: Path, data: Path, *extra: str) -> float:
     out_dir = tempfile.mkdtemp(prefix="eval-", dir=data.parent)  # never the working directory's dse-eval/
-    code, out, err = _cli(capsys, "-q", "eval", "--model", str(model), "--data-dir", str(data), "--no-cache",
-                          "--json", "--out", out_dir, *extra)
+    code, out, err = _cli(
+        capsys,
+        "-q",
+        "eval",
+        "--model",
+        str(model),
+        "--data-dir",
+        str(data),
+        "--no-cache",
+        "--json",
+        "--out",
+        out_dir,
+        *extra,
+    )
     assert code == 0, err
     doc = json.loads(out.strip().splitlines()[-1])
     return float(doc["metrics"]["ndcg_cut_5"])
@@ -146,13 +157,24 @@ def test_colpali_hub_layout_from_local_copies(fmt: str, tmp_path: Path) -> None:
     assert page.mode == "RGB" and page.getpixel((20, 20)) == KEYS[0][1]
 
 
-def test_hub_unreachable_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, capsys, tiny_model_dir,
-                                           tmp_path: Path) -> None:
+def test_hub_unreachable_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, capsys, tiny_model_dir, tmp_path: Path
+) -> None:
     import datasets
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    code, _, err = _cli(capsys, "train", "--model", str(tiny_model_dir("dse-qwen2")), "--data",
-                        "vidore/colpali_train_set", "--out", str(tmp_path / "o"), "--device", "cpu")
+    code, _, err = _cli(
+        capsys,
+        "train",
+        "--model",
+        str(tiny_model_dir("dse-qwen2")),
+        "--data",
+        "vidore/colpali_train_set",
+        "--out",
+        str(tmp_path / "o"),
+        "--device",
+        "cpu",
+    )
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("dse train: error:")]
     assert len(lines) == 1 and "vidore/colpali_train_set" in lines[0] and "--data /path/to/a/local/copy" in lines[0]
@@ -182,16 +204,37 @@ def test_default_lora_targets_language_model_and_head(family: str, tiny_model_di
 # --------------------------------------------------------------------------- the loop: learning + eval CLI
 
 
-def test_dse_training_learns_and_beats_untrained_through_dse_eval(colour_data: Path, tiny_model_dir, capsys,
-                                                                   tmp_path: Path) -> None:
+def test_dse_training_learns_and_beats_untrained_through_dse_eval(
+    colour_data: Path, tiny_model_dir, capsys, tmp_path: Path
+) -> None:
     from dse.training.trainer import read_log
 
     base = tiny_model_dir("dse-qwen2")
     before = _eval_ndcg5(capsys, base, colour_data)
     out = tmp_path / "run"
-    code, stdout, err = _cli(capsys, "-q", "train", "--model", str(base), "--data", str(colour_data), "--out",
-                             str(out), "--device", "cpu", "--max-steps", "150", "--lr", "3e-3", "--batch-size", "8",
-                             "--eval-every", "75", "--save-every", "75")
+    code, stdout, err = _cli(
+        capsys,
+        "-q",
+        "train",
+        "--model",
+        str(base),
+        "--data",
+        str(colour_data),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--max-steps",
+        "150",
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "75",
+        "--save-every",
+        "75",
+    )
     assert code == 0, err
     assert "trained 150 steps" in stdout and "nDCG@5" in stdout
     log = read_log(out)
@@ -217,13 +260,22 @@ def _adapter_tensors(path: Path) -> dict[str, np.ndarray]:
     return load_file(str(path / "adapter_model.safetensors"))
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(colour_data: Path, tiny_model_dir, tmp_path: Path
-                                                             ) -> None:
+def test_resume_after_interruption_equals_uninterrupted_run(colour_data: Path, tiny_model_dir, tmp_path: Path) -> None:
     from dse.training.checkpoint import CheckpointError, latest_checkpoint, read_state
     from dse.training.trainer import TrainConfig, TrainingError, read_log, train
 
-    common = dict(model=str(tiny_model_dir("dse-qwen2")), data=str(colour_data), device="cpu", batch_size=4,
-                  max_steps=8, learning_rate=2e-3, warmup_steps=2, grad_accum=2, progress=False, seed=5)
+    common = dict(
+        model=str(tiny_model_dir("dse-qwen2")),
+        data=str(colour_data),
+        device="cpu",
+        batch_size=4,
+        max_steps=8,
+        learning_rate=2e-3,
+        warmup_steps=2,
+        grad_accum=2,
+        progress=False,
+        seed=5,
+    )
     full = train(TrainConfig(out=str(tmp_path / "full"), **common))
     assert full.steps == 8 and not full.stopped
 
@@ -258,15 +310,26 @@ def _max_diff(a, b) -> float:
 
 
 @pytest.mark.parametrize("family", ["dse-qwen2", "colqwen2"])
-def test_adapter_round_trip_and_merge_give_identical_embeddings(family: str, colour_data: Path, tiny_model_dir,
-                                                                capsys, tmp_path: Path) -> None:
+def test_adapter_round_trip_and_merge_give_identical_embeddings(
+    family: str, colour_data: Path, tiny_model_dir, capsys, tmp_path: Path
+) -> None:
     from dse.encoders import Encoder
     from dse.training.trainer import TrainConfig, train
 
     base = tiny_model_dir(family)
     out = tmp_path / "adapter"
-    result = train(TrainConfig(model=str(base), data=str(colour_data), out=str(out), device="cpu", batch_size=8,
-                               max_steps=12, learning_rate=5e-3, progress=False))
+    result = train(
+        TrainConfig(
+            model=str(base),
+            data=str(colour_data),
+            out=str(out),
+            device="cpu",
+            batch_size=8,
+            max_steps=12,
+            learning_rate=5e-3,
+            progress=False,
+        )
+    )
     assert result.steps == 12 and all(np.isfinite(result.losses))
     assert np.mean(result.losses[-4:]) < np.mean(result.losses[:4])  # the loss falls within a few steps
     pages = [page_image(c) for _, c in KEYS[:4]] + [page_image((128, 128, 128), 112)]
@@ -299,15 +362,28 @@ def test_adapter_round_trip_and_merge_give_identical_embeddings(family: str, col
 # --------------------------------------------------------------------------- mining, Matryoshka, bad pages
 
 
-def test_mine_negatives_then_train_with_them_and_matryoshka(colour_data: Path, tiny_model_dir, capsys,
-                                                            tmp_path: Path) -> None:
+def test_mine_negatives_then_train_with_them_and_matryoshka(
+    colour_data: Path, tiny_model_dir, capsys, tmp_path: Path
+) -> None:
     from dse.eval.data import load_local_dataset
     from dse.training.trainer import read_log
 
     base = tiny_model_dir("dse-qwen2")
     negs = tmp_path / "negs.jsonl"
-    code, stdout, err = _cli(capsys, "mine-negatives", "--model", str(base), "--data", str(colour_data), "--out",
-                             str(negs), "-k", "3", "--device", "cpu")
+    code, stdout, err = _cli(
+        capsys,
+        "mine-negatives",
+        "--model",
+        str(base),
+        "--data",
+        str(colour_data),
+        "--out",
+        str(negs),
+        "-k",
+        "3",
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     rows = [json.loads(line) for line in negs.read_text().splitlines()]
     train_ds = load_local_dataset(colour_data, "train")
@@ -315,9 +391,28 @@ def test_mine_negatives_then_train_with_them_and_matryoshka(colour_data: Path, t
     for r in rows:
         assert len(r["negatives"]) == 3 and not set(r["negatives"]) & set(train_ds.qrels[r["query_id"]])
         assert r["scores"] == sorted(r["scores"], reverse=True)
-    code, _, err = _cli(capsys, "-q", "train", "--model", str(base), "--data", str(colour_data), "--out",
-                        str(tmp_path / "o"), "--negatives", str(negs), "--hard-negatives", "2", "--max-steps", "3",
-                        "--matryoshka-dims", "64,32,16", "--device", "cpu", "--json")
+    code, _, err = _cli(
+        capsys,
+        "-q",
+        "train",
+        "--model",
+        str(base),
+        "--data",
+        str(colour_data),
+        "--out",
+        str(tmp_path / "o"),
+        "--negatives",
+        str(negs),
+        "--hard-negatives",
+        "2",
+        "--max-steps",
+        "3",
+        "--matryoshka-dims",
+        "64,32,16",
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert code == 0, err
     losses = [r["loss"] for r in read_log(tmp_path / "o") if "loss" in r]
     assert len(losses) == 3 and all(np.isfinite(losses))
@@ -325,8 +420,9 @@ def test_mine_negatives_then_train_with_them_and_matryoshka(colour_data: Path, t
     assert cfg["matryoshka_dims"] == [64, 32, 16] and cfg["negatives"] == str(negs)
 
 
-def test_bad_pages_are_skipped_and_bad_options_are_usage_errors(colour_data: Path, tiny_model_dir, capsys, caplog,
-                                                                tmp_path: Path) -> None:
+def test_bad_pages_are_skipped_and_bad_options_are_usage_errors(
+    colour_data: Path, tiny_model_dir, capsys, caplog, tmp_path: Path
+) -> None:
     import logging
     import shutil
 
@@ -336,17 +432,31 @@ def test_bad_pages_are_skipped_and_bad_options_are_usage_errors(colour_data: Pat
     shutil.copytree(colour_data, data)
     (data / "pages" / "p-water.png").write_bytes(b"not a png at all")
     base = str(tiny_model_dir("dse-qwen2"))
-    code, _, err = _cli(capsys, "train", "--model", base, "--data", str(data), "--out", str(tmp_path / "o"),
-                        "--max-steps", "2", "--device", "cpu")
+    code, _, err = _cli(
+        capsys,
+        "train",
+        "--model",
+        base,
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "o"),
+        "--max-steps",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert code == 0, err
     assert "page p-water is skipped: cannot read image" in caplog.text and "Traceback" not in err
     code, _, err = _cli(capsys, "train", "--model", base, "--out", str(tmp_path / "o2"))
     assert code == 2 and "--data and --out are required" in err
-    code, _, err = _cli(capsys, "train", "--model", base, "--data", str(data), "--out", str(tmp_path / "o3"),
-                        "--batch-size", "0")
+    code, _, err = _cli(
+        capsys, "train", "--model", base, "--data", str(data), "--out", str(tmp_path / "o3"), "--batch-size", "0"
+    )
     assert code == 2 and err.strip() == "dse train: error: batch size must be at least 1, got 0"
-    code, _, err = _cli(capsys, "train", "--model", str(tmp_path / "missing-model"), "--data", str(data), "--out",
-                        str(tmp_path / "o4"))
+    code, _, err = _cli(
+        capsys, "train", "--model", str(tmp_path / "missing-model"), "--data", str(data), "--out", str(tmp_path / "o4")
+    )
     assert code == 3 and "does not exist" in err
     nodata = tmp_path / "nodata"
     nodata.mkdir()

@@ -28,12 +28,17 @@ def col_col(tiny_model_dir, tmp_path_factory) -> Built:
 def test_search_viewer_similarity_image_and_answer(col_col: Built, tiny_model_dir) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    app = create_app(col_col.directory, device="cpu", encoder=col_col.encoder, api_key=KEY,
-                     generator=str(tiny_model_dir("qwen2-vl-instruct")), generator_options={"max_new_tokens": 4})
+    app = create_app(
+        col_col.directory,
+        device="cpu",
+        encoder=col_col.encoder,
+        api_key=KEY,
+        generator=str(tiny_model_dir("qwen2-vl-instruct")),
+        generator_options={"max_new_tokens": 4},
+    )
     query_png = base64.b64encode((col_col.corpus / "blue" / "p0.png").read_bytes()).decode()
     with live_server(app) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                     args=list(CHROMIUM_ARGS))
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=list(CHROMIUM_ARGS))
         try:
             page = browser.new_page()
             errors: list[str] = []
@@ -66,8 +71,10 @@ def test_search_viewer_similarity_image_and_answer(col_col: Built, tiny_model_di
             page.wait_for_function("() => document.getElementById('viewer-img').naturalWidth > 0")
             expect(page.locator("#sim-controls")).to_be_visible()
             page.check("#sim-toggle")
-            page.wait_for_function("() => document.getElementById('viewer-img').dataset.kind === 'similarity'"
-                                   " && document.getElementById('viewer-img').naturalWidth > 0")
+            page.wait_for_function(
+                "() => document.getElementById('viewer-img').dataset.kind === 'similarity'"
+                " && document.getElementById('viewer-img').naturalWidth > 0"
+            )
             expect(page.locator("#viewer-status")).to_contain_text("Brighter patches")
             assert page.locator("#sim-token option").count() >= 2  # "all" + the query's word tokens
             page.select_option("#sim-token", index=1)
@@ -79,12 +86,16 @@ def test_search_viewer_similarity_image_and_answer(col_col: Built, tiny_model_di
             expect(page.locator("#image-chip")).to_be_hidden()  # no empty preview before an image is chosen
             expect(page.locator("#drop-hint")).to_be_visible()
             page.fill("#query", "")
-            page.evaluate("""(b64) => {
+            page.evaluate(
+                """(b64) => {
                 const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
                 const dt = new DataTransfer();
                 dt.items.add(new File([bytes], "blue.png", { type: "image/png" }));
-                document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true }));
-            }""", query_png)
+                const drop = new DragEvent("drop", { dataTransfer: dt, bubbles: true });
+                document.getElementById("drop").dispatchEvent(drop);
+            }""",
+                query_png,
+            )
             expect(page.locator("#image-chip")).to_be_visible()
             expect(page.locator("#image-name")).to_have_text("blue.png")
             page.click("#search-button")

@@ -37,8 +37,9 @@ def page_image(colour: tuple[int, int, int], size: int = 56) -> Image.Image:
     return im
 
 
-def make_colour_dataset(out_dir: str | Path, *, n_keys: int = len(KEYS), size: int = 56,
-                        hard_negative_rows: bool = True) -> Path:
+def make_colour_dataset(
+    out_dir: str | Path, *, n_keys: int = len(KEYS), size: int = 56, hard_negative_rows: bool = True
+) -> Path:
     """Write a local-format dataset with ``qrels/train.tsv`` and ``qrels/test.tsv``.
 
     ``n_keys`` pages (one per key word); ``len(TRAIN_TEMPLATES)`` training and
@@ -85,9 +86,17 @@ def make_hub_copy(out_dir: str | Path, *, n_keys: int = len(KEYS), size: int = 5
             rows["image"].append(page_image(colour, size))
             rows["image_filename"].append(f"pages/{word}.png")
             rows["answer"].append(word)
-    ds = datasets.Dataset.from_dict(rows, features=datasets.Features({
-        "query": datasets.Value("string"), "image": datasets.Image(), "image_filename": datasets.Value("string"),
-        "answer": datasets.Value("string")}))
+    ds = datasets.Dataset.from_dict(
+        rows,
+        features=datasets.Features(
+            {
+                "query": datasets.Value("string"),
+                "image": datasets.Image(),
+                "image_filename": datasets.Value("string"),
+                "answer": datasets.Value("string"),
+            }
+        ),
+    )
     out = Path(out_dir)
     if fmt == "disk":
         ds.save_to_disk(str(out))

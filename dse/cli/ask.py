@@ -11,19 +11,31 @@ from dse.cli.common import add_collection_argument, add_device_argument, fail, p
 def register(sub: argparse._SubParsersAction) -> None:
     from dse.rag.generator import DEFAULT_GENERATOR
 
-    p = sub.add_parser("ask", help="answer a question from a collection's pages (visual RAG)",
-                       description="Retrieve the top-k pages for a question and let a Qwen2-VL / Qwen2.5-VL "
-                                   "Instruct model answer from the page images, citing them as [1], [2], ... "
-                                   "(numbers = rank order of the retrieved pages).")
+    p = sub.add_parser(
+        "ask",
+        help="answer a question from a collection's pages (visual RAG)",
+        description="Retrieve the top-k pages for a question and let a Qwen2-VL / Qwen2.5-VL "
+        "Instruct model answer from the page images, citing them as [1], [2], ... "
+        "(numbers = rank order of the retrieved pages).",
+    )
     p.add_argument("question", help="the question")
     add_collection_argument(p)
     p.add_argument("-k", type=int, default=3, help="number of pages given to the generator (default 3)")
-    p.add_argument("--generator", default=DEFAULT_GENERATOR, metavar="MODEL",
-                   help=f"Qwen2-VL / Qwen2.5-VL Instruct model: hub id or local directory (default {DEFAULT_GENERATOR})")
+    p.add_argument(
+        "--generator",
+        default=DEFAULT_GENERATOR,
+        metavar="MODEL",
+        help=f"Qwen2-VL / Qwen2.5-VL Instruct model: hub id or local directory (default {DEFAULT_GENERATOR})",
+    )
     p.add_argument("--where", action="append", metavar="KEY=VALUE", help="metadata filter (repeatable, AND)")
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="answer length cap (default 256)")
-    p.add_argument("--generator-max-pixels", type=int, default=None, metavar="N",
-                   help="pixel budget of each page image given to the generator (default 1280*28*28)")
+    p.add_argument(
+        "--generator-max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="pixel budget of each page image given to the generator (default 1280*28*28)",
+    )
     p.add_argument("--dtype", default=None, help="generator dtype (default: bfloat16 on CUDA, float32 otherwise)")
     p.add_argument("--json", action="store_true", help="print the answer and its pages as one JSON object")
     add_device_argument(p)
@@ -54,9 +66,14 @@ def run(args: argparse.Namespace) -> int:
                 min_pixels = min(Generator.DEFAULT_MIN_PIXELS, args.generator_max_pixels)
             else:
                 min_pixels = None
-            generator = Generator.load(args.generator, device=args.device, dtype=args.dtype,
-                                       max_new_tokens=args.max_new_tokens, min_pixels=min_pixels,
-                                       max_pixels=args.generator_max_pixels)
+            generator = Generator.load(
+                args.generator,
+                device=args.device,
+                dtype=args.dtype,
+                max_new_tokens=args.max_new_tokens,
+                min_pixels=min_pixels,
+                max_pixels=args.generator_max_pixels,
+            )
         except GeneratorError as exc:
             return fail("ask", str(exc))
         try:

@@ -22,8 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from dse.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError
-from dse.cli.common import (DEFAULT_MODEL, EXIT_CANNOT_START, add_device_argument, fail, positive_int,
-                            positive_int_list, show_progress, unit_float)
+from dse.cli.common import (
+    DEFAULT_MODEL,
+    EXIT_CANNOT_START,
+    add_device_argument,
+    fail,
+    positive_int,
+    positive_int_list,
+    show_progress,
+    unit_float,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,51 +46,87 @@ def _k_list(text: str) -> tuple[int, ...]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "eval", help="evaluate retrieval on a benchmark (nDCG, Recall, MRR); 'dse eval compare' for significance",
+        "eval",
+        help="evaluate retrieval on a benchmark (nDCG, Recall, MRR); 'dse eval compare' for significance",
         description="Encode a benchmark's corpus into a cached collection (the same code as dse index / dse search), "
-                    "search every query and report trec_eval metrics (pytrec_eval): nDCG@k, Recall@k and MRR@10. "
-                    "Writes a TREC run file, a metrics JSON (with per-query values) and a markdown table to --out. "
-                    "'dse eval compare RUN1 RUN2 ...' compares runs with paired significance tests.",
+        "search every query and report trec_eval metrics (pytrec_eval): nDCG@k, Recall@k and MRR@10. "
+        "Writes a TREC run file, a metrics JSON (with per-query values) and a markdown table to --out. "
+        "'dse eval compare RUN1 RUN2 ...' compares runs with paired significance tests.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="data: --data-dir DIR alone = the local format (corpus.jsonl with image or source+page, queries.jsonl, "
-               "qrels/SPLIT.tsv); --dataset NAME = a hub dataset (BEIR- or QA-style), read from --data-dir when given "
-               "(save_to_disk or parquet copy); --benchmark vidore-v1|vidore-v2 = every task of ViDoRe "
-               "(--data-dir DIR then holds one local copy per task, named like the hub dataset).")
+        "qrels/SPLIT.tsv); --dataset NAME = a hub dataset (BEIR- or QA-style), read from --data-dir when given "
+        "(save_to_disk or parquet copy); --benchmark vidore-v1|vidore-v2 = every task of ViDoRe "
+        "(--data-dir DIR then holds one local copy per task, named like the hub dataset).",
+    )
     data = p.add_argument_group("data")
     data.add_argument("--data-dir", default=None, metavar="DIR", help="dataset directory (see below)")
-    data.add_argument("--dataset", default=None, metavar="NAME", help="hub dataset id, e.g. vidore/docvqa_test_subsampled")
+    data.add_argument(
+        "--dataset", default=None, metavar="NAME", help="hub dataset id, e.g. vidore/docvqa_test_subsampled"
+    )
     data.add_argument("--benchmark", choices=BENCHMARKS, default=None, help="run every task of a benchmark")
     data.add_argument("--split", default="test", help="qrels split (default test)")
-    data.add_argument("--language", default=None,
-                      help="hub BEIR-style sets (ViDoRe v2): keep the queries of this language only, e.g. english")
+    data.add_argument(
+        "--language",
+        default=None,
+        help="hub BEIR-style sets (ViDoRe v2): keep the queries of this language only, e.g. english",
+    )
     model = p.add_argument_group("model")
-    model.add_argument("--model", "-m", default=None,
-                       help=f"hub id or local directory (default {DEFAULT_MODEL}); '{BM25_OCR}' = the OCR + BM25 "
-                            "baseline")
+    model.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help=f"hub id or local directory (default {DEFAULT_MODEL}); '{BM25_OCR}' = the OCR + BM25 baseline",
+    )
     model.add_argument("--family", default=None, help="model family (detected from the model config when omitted)")
     model.add_argument("--adapter", default=None, metavar="DIR", help="a LoRA adapter directory to load on the model")
     model.add_argument("--dim", type=positive_int, default=None, help="Matryoshka dimension for DSE models")
-    model.add_argument("--model-max-pixels", type=positive_int, default=None, metavar="N",
-                       help="encoder image budget in pixels (default: the model's own)")
+    model.add_argument(
+        "--model-max-pixels",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="encoder image budget in pixels (default: the model's own)",
+    )
     add_device_argument(model)
     model.add_argument("--batch-size", type=positive_int, default=4, help="pages/queries per encoder batch (default 4)")
     hybrid = p.add_argument_group("baseline and hybrid")
-    hybrid.add_argument("--hybrid", choices=[BM25_OCR], default=None,
-                        help="also run the OCR + BM25 baseline and fuse it with the model's ranking")
-    hybrid.add_argument("--fusion", choices=["rrf", "linear"], default="rrf",
-                        help="rrf (reciprocal rank fusion, default) or linear (min-max normalised scores)")
-    hybrid.add_argument("--fusion-weight", type=unit_float, default=0.5, metavar="LAMBDA",
-                        help="linear fusion: LAMBDA * model + (1 - LAMBDA) * bm25 (default 0.5)")
+    hybrid.add_argument(
+        "--hybrid",
+        choices=[BM25_OCR],
+        default=None,
+        help="also run the OCR + BM25 baseline and fuse it with the model's ranking",
+    )
+    hybrid.add_argument(
+        "--fusion",
+        choices=["rrf", "linear"],
+        default="rrf",
+        help="rrf (reciprocal rank fusion, default) or linear (min-max normalised scores)",
+    )
+    hybrid.add_argument(
+        "--fusion-weight",
+        type=unit_float,
+        default=0.5,
+        metavar="LAMBDA",
+        help="linear fusion: LAMBDA * model + (1 - LAMBDA) * bm25 (default 0.5)",
+    )
     hybrid.add_argument("--rrf-k", type=float, default=60.0, help="RRF constant (default 60)")
     hybrid.add_argument("--ocr-lang", default="eng", help="tesseract language(s) for bm25-ocr (default eng)")
     out = p.add_argument_group("output")
-    out.add_argument("--k", type=_k_list, default=(1, 5, 10, 100), metavar="K,K,...",
-                     help="metric cutoffs (default 1,5,10,100)")
-    out.add_argument("--depth", type=positive_int, default=100, help="pages retrieved per query in the run (default 100)")
-    out.add_argument("--out", "-o", default=None, metavar="DIR",
-                     help="output directory (default dse-eval/<dataset>/<model>)")
-    out.add_argument("--cache-dir", default=None, metavar="DIR",
-                     help="embedding/OCR cache (default $DSE_CACHE/eval or ~/.cache/dse/eval)")
+    out.add_argument(
+        "--k", type=_k_list, default=(1, 5, 10, 100), metavar="K,K,...", help="metric cutoffs (default 1,5,10,100)"
+    )
+    out.add_argument(
+        "--depth", type=positive_int, default=100, help="pages retrieved per query in the run (default 100)"
+    )
+    out.add_argument(
+        "--out", "-o", default=None, metavar="DIR", help="output directory (default dse-eval/<dataset>/<model>)"
+    )
+    out.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="embedding/OCR cache (default $DSE_CACHE/eval or ~/.cache/dse/eval)",
+    )
     out.add_argument("--no-cache", action="store_true", help="encode into a temporary collection, keep nothing")
     out.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     render = p.add_argument_group("rendering of source documents")
@@ -94,37 +138,68 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
     csub = p.add_subparsers(dest="eval_command", metavar="compare | convert-slidevqa")
-    c = csub.add_parser("compare", help="compare runs side by side with paired significance tests",
-                        description="Side-by-side metrics of runs (the first is the baseline) with a paired t-test "
-                                    "and a paired randomisation test per metric over queries. Each RUN is a run file, "
-                                    "an output directory of dse eval (holding run.trec) or its metrics.json. "
-                                    "Per-query values come from --qrels / --data-dir when given, otherwise from the "
-                                    "metrics JSON next to each run.")
+    c = csub.add_parser(
+        "compare",
+        help="compare runs side by side with paired significance tests",
+        description="Side-by-side metrics of runs (the first is the baseline) with a paired t-test "
+        "and a paired randomisation test per metric over queries. Each RUN is a run file, "
+        "an output directory of dse eval (holding run.trec) or its metrics.json. "
+        "Per-query values come from --qrels / --data-dir when given, otherwise from the "
+        "metrics JSON next to each run.",
+    )
     c.add_argument("runs", nargs="+", metavar="RUN")
     c.add_argument("--qrels", default=None, metavar="FILE", help="qrels TSV (query-id corpus-id score) or TREC qrels")
-    c.add_argument("--data-dir", dest="compare_data_dir", default=None, metavar="DIR",
-                   help="a local-format dataset whose qrels/SPLIT.tsv to use")
-    c.add_argument("--split", dest="compare_split", default="test", metavar="SPLIT", help="qrels split with --data-dir (default test)")
-    c.add_argument("--metric", action="append", default=None, metavar="NAME",
-                   help="metric key (repeatable), e.g. ndcg_cut_10, recall_5, recip_rank_10 (default: all)")
+    c.add_argument(
+        "--data-dir",
+        dest="compare_data_dir",
+        default=None,
+        metavar="DIR",
+        help="a local-format dataset whose qrels/SPLIT.tsv to use",
+    )
+    c.add_argument(
+        "--split",
+        dest="compare_split",
+        default="test",
+        metavar="SPLIT",
+        help="qrels split with --data-dir (default test)",
+    )
+    c.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="metric key (repeatable), e.g. ndcg_cut_10, recall_5, recip_rank_10 (default: all)",
+    )
     c.add_argument("--name", action="append", default=None, help="display name per run, in order (repeatable)")
-    c.add_argument("--resamples", type=positive_int, default=10000, metavar="N", help="randomisation test resamples (default 10000)")
+    c.add_argument(
+        "--resamples",
+        type=positive_int,
+        default=10000,
+        metavar="N",
+        help="randomisation test resamples (default 10000)",
+    )
     c.add_argument("--alpha", type=float, default=0.05, help="significance level for the * mark (default 0.05)")
     c.add_argument("--seed", type=int, default=0, help="seed of the randomisation test")
     c.add_argument("--json", dest="compare_json", action="store_true", help="print the comparison as JSON")
     c.set_defaults(func=run_compare)
 
-    s = csub.add_parser("convert-slidevqa", help="convert SlideVQA's released QA JSON + slide images to the local format",
-                        description="Write SlideVQA-open (questions against the slides of all decks, evidence slides "
-                                    "relevant) as a local dataset (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) that "
-                                    "'dse eval --data-dir OUT' reads. Images are referenced in place.")
+    s = csub.add_parser(
+        "convert-slidevqa",
+        help="convert SlideVQA's released QA JSON + slide images to the local format",
+        description="Write SlideVQA-open (questions against the slides of all decks, evidence slides "
+        "relevant) as a local dataset (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) that "
+        "'dse eval --data-dir OUT' reads. Images are referenced in place.",
+    )
     s.add_argument("annotations", metavar="JSONL", help="SlideVQA annotations, e.g. annotations/qa/test.jsonl")
     s.add_argument("images", metavar="IMAGES_DIR", help="slide images: IMAGES_DIR/<deck_name>/<slide files>")
     s.add_argument("output", metavar="OUT_DIR", help="dataset directory to write")
     s.add_argument("--split", dest="convert_split", default="test", help="qrels split name to write (default test)")
-    s.add_argument("--corpus-scope", choices=("all", "questions"), default="all",
-                   help="all: every slide of every deck (SlideVQA-open, default); questions: only decks the "
-                        "split's questions use")
+    s.add_argument(
+        "--corpus-scope",
+        choices=("all", "questions"),
+        default="all",
+        help="all: every slide of every deck (SlideVQA-open, default); questions: only decks the split's questions use",
+    )
     s.set_defaults(func=run_convert_slidevqa)
 
 
@@ -136,9 +211,12 @@ def _render_settings(args: argparse.Namespace) -> Any:
 
     from renderers import RenderSettings, SettingsError
 
-    kwargs: dict[str, Any] = {"dpi": args.dpi, "max_pixels": args.max_pixels, "web_mode": args.web_mode,
-                              "password": args.password if args.password is not None
-                              else os.environ.get("DSE_PDF_PASSWORD")}
+    kwargs: dict[str, Any] = {
+        "dpi": args.dpi,
+        "max_pixels": args.max_pixels,
+        "web_mode": args.web_mode,
+        "password": args.password if args.password is not None else os.environ.get("DSE_PDF_PASSWORD"),
+    }
     if args.timeout is not None:
         kwargs.update(web_timeout=args.timeout, office_timeout=args.timeout)
     try:
@@ -204,8 +282,14 @@ class _Evaluator:
     def _bm25(self, dataset: Any) -> dict[str, dict[str, float]]:
         from dse.eval.bm25_ocr import bm25_ocr_run
 
-        return bm25_ocr_run(dataset, k=self.args.depth, cache_dir=(self.cache_dir / "ocr") if self.cache_dir else None,
-                            lang=self.args.ocr_lang, progress=show_progress(self.args), render_settings=self.settings)
+        return bm25_ocr_run(
+            dataset,
+            k=self.args.depth,
+            cache_dir=(self.cache_dir / "ocr") if self.cache_dir else None,
+            lang=self.args.ocr_lang,
+            progress=show_progress(self.args),
+            render_settings=self.settings,
+        )
 
     def run(self, dataset: Any, out_dir: Path) -> tuple[list[tuple[str, dict[str, float]]], dict[str, Any], int]:
         """Evaluate; returns (table rows, main metrics doc, number of failures)."""
@@ -220,8 +304,16 @@ class _Evaluator:
             main = score_run(self._bm25(dataset), dataset, ks)
             label = BM25_OCR
         else:
-            main = evaluate(self.encoder, dataset, k_values=ks, cache_dir=self.cache_dir, batch_size=args.batch_size,
-                            depth=args.depth, render_settings=self.settings, progress=show_progress(args))
+            main = evaluate(
+                self.encoder,
+                dataset,
+                k_values=ks,
+                cache_dir=self.cache_dir,
+                batch_size=args.batch_size,
+                depth=args.depth,
+                render_settings=self.settings,
+                progress=show_progress(args),
+            )
             failures += main.failures
             label = _model_label(self.model, argparse.Namespace(**{**vars(args), "hybrid": None}))
             if args.hybrid:
@@ -229,23 +321,44 @@ class _Evaluator:
 
                 bm25 = score_run(self._bm25(dataset), dataset, ks)
                 components = {"model": main, BM25_OCR: bm25}
-                fused = fuse_runs([main.run, bm25.run], method=args.fusion, rrf_k=args.rrf_k,
-                                  weight=args.fusion_weight, depth=args.depth)
+                fused = fuse_runs(
+                    [main.run, bm25.run],
+                    method=args.fusion,
+                    rrf_k=args.rrf_k,
+                    weight=args.fusion_weight,
+                    depth=args.depth,
+                )
                 hybrid = score_run(fused, dataset, ks)
                 hybrid.failures = main.failures
                 rows += [(label, main.metrics), (BM25_OCR, bm25.metrics)]
                 main, label = hybrid, _model_label(self.model, args)
         rows.append((label, main.metrics))
-        info = {"dataset": dataset.name, "dataset_dir": str(dataset.root), "split": args.split, "model": self.model,
-                "label": label, "k_values": list(ks), "depth": args.depth,
-                "settings": main.settings, "encoded_pages": main.encoded_pages,
-                "failures": [f.__dict__ for f in failures]}
+        info = {
+            "dataset": dataset.name,
+            "dataset_dir": str(dataset.root),
+            "split": args.split,
+            "model": self.model,
+            "label": label,
+            "k_values": list(ks),
+            "depth": args.depth,
+            "settings": main.settings,
+            "encoded_pages": main.encoded_pages,
+            "failures": [f.__dict__ for f in failures],
+        }
         if args.hybrid:
-            info["fusion"] = {"method": args.fusion, "weight": args.fusion_weight, "rrf_k": args.rrf_k,
-                              "components": ["model", BM25_OCR]}
+            info["fusion"] = {
+                "method": args.fusion,
+                "weight": args.fusion_weight,
+                "rrf_k": args.rrf_k,
+                "components": ["model", BM25_OCR],
+            }
         for name, res in components.items():
-            self._write(out_dir / name, res, dataset, {**info, "label": name if name != "model" else rows[0][0],
-                                                        "settings": res.settings})
+            self._write(
+                out_dir / name,
+                res,
+                dataset,
+                {**info, "label": name if name != "model" else rows[0][0], "settings": res.settings},
+            )
         doc = self._write(out_dir, main, dataset, info)
         for f in failures:
             print(f"FAILED {f.id} ({f.source}): {f.error_type}: {f.reason}", file=sys.stderr)
@@ -257,11 +370,18 @@ class _Evaluator:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         run_path = write_run(result.run, out_dir / RUN_FILE, tag=info.get("label", "dse"))
-        mpath = write_metrics(out_dir / METRICS_FILE, metrics=result.metrics, per_query=result.per_query,
-                              qrels=dataset.qrels, run_file=run_path, **info)
+        mpath = write_metrics(
+            out_dir / METRICS_FILE,
+            metrics=result.metrics,
+            per_query=result.per_query,
+            qrels=dataset.qrels,
+            run_file=run_path,
+            **info,
+        )
         names = metric_names(self.args.k)
         (out_dir / "metrics.md").write_text(
-            format_metrics_table([(info.get("label", "run"), result.metrics)], names) + "\n", encoding="utf-8")
+            format_metrics_table([(info.get("label", "run"), result.metrics)], names) + "\n", encoding="utf-8"
+        )
         return read_metrics(mpath)
 
 
@@ -272,8 +392,14 @@ def _load_dataset(args: argparse.Namespace, name: str | None, data_dir: str | No
         return load_local_dataset(data_dir, args.split)  # type: ignore[arg-type]
     from dse.eval.hub import load_hub_dataset
 
-    return load_hub_dataset(name, data_dir=data_dir, split=args.split, cache_dir=hub_cache, language=args.language,
-                            progress=show_progress(args))
+    return load_hub_dataset(
+        name,
+        data_dir=data_dir,
+        split=args.split,
+        cache_dir=hub_cache,
+        language=args.language,
+        progress=show_progress(args),
+    )
 
 
 def _task_data_dir(root: str | None, task: str) -> str | None:
@@ -294,8 +420,10 @@ def run(args: argparse.Namespace) -> int:
     from dse.eval.runner import default_cache_dir
 
     if args.benchmark is None and args.dataset is None and args.data_dir is None:
-        raise UsageError("give --data-dir DIR (local format), --dataset NAME or --benchmark vidore-v1|vidore-v2 "
-                         "(or 'dse eval compare RUN ...')")
+        raise UsageError(
+            "give --data-dir DIR (local format), --dataset NAME or --benchmark vidore-v1|vidore-v2 "
+            "(or 'dse eval compare RUN ...')"
+        )
     if args.benchmark is not None and args.dataset is not None:
         raise UsageError("--benchmark and --dataset are exclusive")
     model = args.model or DEFAULT_MODEL
@@ -311,7 +439,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--language applies to hub datasets (--dataset / --benchmark)")
     if args.data_dir is not None and not Path(args.data_dir).exists():
         raise UsageError(f"--data-dir {args.data_dir} does not exist")
-    cache_dir = None if args.no_cache else (Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir())
+    cache_dir = (
+        None if args.no_cache else (Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir())
+    )
     tmp = tempfile.TemporaryDirectory(prefix="dse-eval-") if cache_dir is None else None
     hub_cache = (cache_dir / "hub") if cache_dir is not None else Path(tmp.name)  # type: ignore[union-attr]
     try:
@@ -327,8 +457,14 @@ def run(args: argparse.Namespace) -> int:
             from dse.encoders import Encoder, EncoderError
 
             try:
-                encoder = Encoder.load(model, family=args.family, device=args.device, dim=args.dim,
-                                       adapter=args.adapter, max_pixels=args.model_max_pixels)
+                encoder = Encoder.load(
+                    model,
+                    family=args.family,
+                    device=args.device,
+                    dim=args.dim,
+                    adapter=args.adapter,
+                    max_pixels=args.model_max_pixels,
+                )
             except EncoderError as exc:
                 return fail("eval", str(exc))
         else:
@@ -336,8 +472,11 @@ def run(args: argparse.Namespace) -> int:
         evaluator = _Evaluator(args, encoder, model, cache_dir)
         if dataset is None:
             return _run_benchmark(args, evaluator, model, hub_cache)
-        out_dir = Path(args.out) if args.out else Path("dse-eval") / _safe_name(dataset.name) / _safe_name(
-            _model_label(model, args))
+        out_dir = (
+            Path(args.out)
+            if args.out
+            else Path("dse-eval") / _safe_name(dataset.name) / _safe_name(_model_label(model, args))
+        )
         if out_dir.exists() and not out_dir.is_dir():
             raise UsageError(f"--out {out_dir} exists and is not a directory")
         try:
@@ -376,15 +515,17 @@ def _start_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _print_result(args: argparse.Namespace, rows: list[tuple[str, dict[str, float]]], doc: dict[str, Any],
-                  dataset: Any, out_dir: Path) -> None:
+def _print_result(
+    args: argparse.Namespace, rows: list[tuple[str, dict[str, float]]], doc: dict[str, Any], dataset: Any, out_dir: Path
+) -> None:
     from dse.eval.metrics import metric_names
 
     if args.json:
         print(json.dumps({k: v for k, v in doc.items() if k not in ("per_query", "qrels")}, sort_keys=True))
         return
-    print(f"{dataset.summary()} (split {args.split}); {doc['settings'].get('evaluated_queries', '?')} queries "
-          f"evaluated")
+    print(
+        f"{dataset.summary()} (split {args.split}); {doc['settings'].get('evaluated_queries', '?')} queries evaluated"
+    )
     print(format_metrics_table(rows, metric_names(args.k)))
     print(f"run: {out_dir / 'run.trec'}  metrics: {out_dir / 'metrics.json'}")
 
@@ -409,7 +550,7 @@ def _run_benchmark(args: argparse.Namespace, evaluator: _Evaluator, model: str, 
             task_rows, doc, n_failed = evaluator.run(dataset, out_root / _safe_name(task.split("/")[-1]))
         except _start_errors() as exc:
             return fail("eval", str(exc))
-        except Exception as exc:  # noqa: BLE001 - one task failing (download, format) must not stop the others
+        except Exception as exc:
             failed_tasks += 1
             print(f"dse eval: task {task} failed: {exc}", file=sys.stderr)
             summary["tasks"][task] = {"error": str(exc)}
@@ -460,8 +601,10 @@ def run_compare(args: argparse.Namespace) -> int:
             qrels = load_qrels(args.qrels)
         elif args.compare_data_dir:
             qrels = load_local_dataset(args.compare_data_dir, args.compare_split).qrels
-        scores = [load_run_scores(r, qrels=qrels, metrics=args.metric, name=(args.name[i] if args.name else None))
-                  for i, r in enumerate(args.runs)]
+        scores = [
+            load_run_scores(r, qrels=qrels, metrics=args.metric, name=(args.name[i] if args.name else None))
+            for i, r in enumerate(args.runs)
+        ]
         seen: dict[str, int] = {}
         for s in scores:  # disambiguate equal display names
             seen[s.name] = seen.get(s.name, 0) + 1
@@ -483,11 +626,14 @@ def run_convert_slidevqa(args: argparse.Namespace) -> int:
     from dse.eval.slidevqa import convert_slidevqa
 
     try:
-        out = convert_slidevqa(args.annotations, args.images, args.output, split=args.convert_split,
-                               corpus_scope=args.corpus_scope)
+        out = convert_slidevqa(
+            args.annotations, args.images, args.output, split=args.convert_split, corpus_scope=args.corpus_scope
+        )
         dataset = load_local_dataset(out, args.convert_split)
     except (DatasetFormatError, OSError) as exc:
         return fail("eval convert-slidevqa", str(exc), EXIT_USAGE)
-    print(f"{out}: {len(dataset.corpus)} slides, {len(dataset.queries)} questions, "
-          f"{sum(len(r) for r in dataset.qrels.values())} relevant slides (split {args.convert_split})")
+    print(
+        f"{out}: {len(dataset.corpus)} slides, {len(dataset.queries)} questions, "
+        f"{sum(len(r) for r in dataset.qrels.values())} relevant slides (split {args.convert_split})"
+    )
     return EXIT_OK

@@ -7,39 +7,79 @@ import sys
 from pathlib import Path
 
 from dse.cli import EXIT_OK, EXIT_PARTIAL
-from dse.cli.common import (DEFAULT_MODEL, add_collection_argument, add_device_argument, fail, parse_key_values,
-                            print_json, show_progress)
+from dse.cli.common import (
+    DEFAULT_MODEL,
+    add_collection_argument,
+    add_device_argument,
+    fail,
+    parse_key_values,
+    print_json,
+    show_progress,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("index", help="index documents into a collection (resumable)",
-                       description="Render sources (files, directories, globs, URLs), encode the pages and store "
-                                   "them in a collection. Re-running the same command resumes an interrupted job; "
-                                   "unchanged sources are skipped, changed ones replaced.")
+    p = sub.add_parser(
+        "index",
+        help="index documents into a collection (resumable)",
+        description="Render sources (files, directories, globs, URLs), encode the pages and store "
+        "them in a collection. Re-running the same command resumes an interrupted job; "
+        "unchanged sources are skipped, changed ones replaced.",
+    )
     p.add_argument("sources", nargs="+", metavar="SRC", help="files, directories (recursive), globs or http(s) URLs")
     add_collection_argument(p)
-    p.add_argument("--model", "-m", default=None,
-                   help=f"hub id or local directory (default for a new collection: {DEFAULT_MODEL}; an existing "
-                        "collection uses the model it was built with)")
+    p.add_argument(
+        "--model",
+        "-m",
+        default=None,
+        help=f"hub id or local directory (default for a new collection: {DEFAULT_MODEL}; an existing "
+        "collection uses the model it was built with)",
+    )
     p.add_argument("--family", default=None, help="model family (detected from the model config when omitted)")
     p.add_argument("--dim", type=int, default=None, help="Matryoshka dimension for DSE models (default: full)")
     p.add_argument("--adapter", default=None, metavar="DIR", help="a LoRA adapter directory to load on the model")
-    p.add_argument("--model-max-pixels", type=int, default=None, metavar="N",
-                   help="encoder image budget in pixels (default: the published model's own)")
-    p.add_argument("--model-min-pixels", type=int, default=None, metavar="N",
-                   help="encoder minimum image size in pixels (default: the published model's own)")
+    p.add_argument(
+        "--model-max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="encoder image budget in pixels (default: the published model's own)",
+    )
+    p.add_argument(
+        "--model-min-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="encoder minimum image size in pixels (default: the published model's own)",
+    )
     p.add_argument("--dtype", default=None, help="model dtype (default: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--query-instruction", default=None, help="GME only: the query instruction (system turn)")
     add_device_argument(p)
     p.add_argument("--batch-size", type=int, default=4, help="pages per encoder batch (default 4)")
-    p.add_argument("--commit-every", type=int, default=64,
-                   help="pages between durable commits (default 64); a kill loses at most this much work")
-    p.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw", "ivfpq", "maxsim"],
-                   help="index type of a new collection (auto: flat for single-vector, maxsim for multi-vector)")
-    p.add_argument("--index-param", action="append", metavar="KEY=VALUE",
-                   help="FAISS parameter, e.g. hnsw_m=32, ef_search=128, nlist=1024, pq_m=16, nprobe=16")
-    p.add_argument("--pool-factor", type=int, default=None,
-                   help="hierarchical token pooling factor for multi-vector models (e.g. 3)")
+    p.add_argument(
+        "--commit-every",
+        type=int,
+        default=64,
+        help="pages between durable commits (default 64); a kill loses at most this much work",
+    )
+    p.add_argument(
+        "--index",
+        default="auto",
+        choices=["auto", "flat", "hnsw", "ivfpq", "maxsim"],
+        help="index type of a new collection (auto: flat for single-vector, maxsim for multi-vector)",
+    )
+    p.add_argument(
+        "--index-param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="FAISS parameter, e.g. hnsw_m=32, ef_search=128, nlist=1024, pq_m=16, nprobe=16",
+    )
+    p.add_argument(
+        "--pool-factor",
+        type=int,
+        default=None,
+        help="hierarchical token pooling factor for multi-vector models (e.g. 3)",
+    )
     p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata for every document (repeatable)")
     p.add_argument("--no-sidecars", action="store_true", help="ignore <file>.meta.json metadata sidecars")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -71,17 +111,33 @@ def run(args: argparse.Namespace) -> int:
         if (directory / "collection.json").exists():
             col = Collection.open(directory, device=args.device, model=args.model)
         else:
-            col = Collection.create(directory, args.model or DEFAULT_MODEL, family=args.family, device=args.device,
-                                    dim=args.dim, index=args.index, index_params=params,
-                                    pool_factor=args.pool_factor, adapter=args.adapter, dtype=args.dtype,
-                                    max_pixels=args.model_max_pixels, min_pixels=args.model_min_pixels,
-                                    **({"query_instruction": args.query_instruction} if args.query_instruction else {}))
+            col = Collection.create(
+                directory,
+                args.model or DEFAULT_MODEL,
+                family=args.family,
+                device=args.device,
+                dim=args.dim,
+                index=args.index,
+                index_params=params,
+                pool_factor=args.pool_factor,
+                adapter=args.adapter,
+                dtype=args.dtype,
+                max_pixels=args.model_max_pixels,
+                min_pixels=args.model_min_pixels,
+                **({"query_instruction": args.query_instruction} if args.query_instruction else {}),
+            )
     except (CollectionError, EncoderError) as exc:
         return fail("index", str(exc))
     try:
-        report = col.add(args.sources, meta=meta, batch_size=args.batch_size, commit_every=args.commit_every,
-                         render_settings=settings, sidecars=not args.no_sidecars,
-                         progress=show_progress(args))
+        report = col.add(
+            args.sources,
+            meta=meta,
+            batch_size=args.batch_size,
+            commit_every=args.commit_every,
+            render_settings=settings,
+            sidecars=not args.no_sidecars,
+            progress=show_progress(args),
+        )
     except (CollectionError, EncoderError) as exc:
         return fail("index", str(exc))
     finally:

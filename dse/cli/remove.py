@@ -9,9 +9,11 @@ from dse.cli.common import add_collection_argument, fail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("remove", help="remove documents from a collection",
-                       description="Delete documents (by doc id or source path/URL) with their pages, page images "
-                                   "and vectors.")
+    p = sub.add_parser(
+        "remove",
+        help="remove documents from a collection",
+        description="Delete documents (by doc id or source path/URL) with their pages, page images and vectors.",
+    )
     p.add_argument("documents", nargs="+", metavar="DOC_OR_SOURCE")
     add_collection_argument(p)
     p.set_defaults(func=run)

@@ -38,31 +38,75 @@ MANIFEST = "pages.jsonl"
 
 def add_render_arguments(p: argparse.ArgumentParser) -> None:
     """The rendering options, shared by ``dse render`` and ``dse index``."""
-    p.add_argument("--dpi", type=positive_float, default=None,
-                   help="PDF/office render resolution (default 144; with --max-pixels, the lower of the two wins)")
-    p.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
-                   help="pixel budget per page: pages are rendered/downscaled so width*height <= N")
-    p.add_argument("--pages", default=None, metavar="RANGES",
-                   help="page ranges to render, e.g. 1-3,7 or 5- (slides, TIFF frames and web tiles too)")
+    p.add_argument(
+        "--dpi",
+        type=positive_float,
+        default=None,
+        help="PDF/office render resolution (default 144; with --max-pixels, the lower of the two wins)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="pixel budget per page: pages are rendered/downscaled so width*height <= N",
+    )
+    p.add_argument(
+        "--pages",
+        default=None,
+        metavar="RANGES",
+        help="page ranges to render, e.g. 1-3,7 or 5- (slides, TIFF frames and web tiles too)",
+    )
     p.add_argument("--password", default=None, help="password for encrypted PDFs (also $DSE_PDF_PASSWORD)")
-    p.add_argument("--pdf-backend", choices=("pdfium", "pdf2image"), default="pdfium",
-                   help="PDF rasteriser (default pdfium; pdf2image uses poppler)")
-    p.add_argument("--web-mode", choices=("viewport", "full", "tiles"), default="viewport",
-                   help="web capture: first 980x980 screen (default), full page, or viewport-high tiles")
-    p.add_argument("--timeout", type=positive_float, default=None, metavar="S",
-                   help="seconds per web page load and per office conversion (defaults 30 and 180)")
-    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                   help="parallel LibreOffice conversions (default 2)")
-    p.add_argument("--pdf-workers", type=int, default=1, metavar="N",
-                   help="processes rendering the pages of a large PDF (default 1 = in-process; 0 = one per CPU)")
-    p.add_argument("--web-concurrency", type=positive_int, default=4, metavar="N",
-                   help="web pages rendered at once in the shared browser (default 4)")
-    p.add_argument("--max-image-pixels", type=positive_int, default=100_000_000, metavar="N",
-                   help="reject image files larger than N pixels (default 100000000)")
-    p.add_argument("--chromium", default=None, metavar="PATH",
-                   help="Chromium executable (default: $DSE_CHROMIUM or PATH)")
-    p.add_argument("--soffice", default=None, metavar="PATH",
-                   help="LibreOffice executable (default: $DSE_SOFFICE or PATH)")
+    p.add_argument(
+        "--pdf-backend",
+        choices=("pdfium", "pdf2image"),
+        default="pdfium",
+        help="PDF rasteriser (default pdfium; pdf2image uses poppler)",
+    )
+    p.add_argument(
+        "--web-mode",
+        choices=("viewport", "full", "tiles"),
+        default="viewport",
+        help="web capture: first 980x980 screen (default), full page, or viewport-high tiles",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=None,
+        metavar="S",
+        help="seconds per web page load and per office conversion (defaults 30 and 180)",
+    )
+    p.add_argument(
+        "--workers", type=positive_int, default=None, metavar="N", help="parallel LibreOffice conversions (default 2)"
+    )
+    p.add_argument(
+        "--pdf-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes rendering the pages of a large PDF (default 1 = in-process; 0 = one per CPU)",
+    )
+    p.add_argument(
+        "--web-concurrency",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="web pages rendered at once in the shared browser (default 4)",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=positive_int,
+        default=100_000_000,
+        metavar="N",
+        help="reject image files larger than N pixels (default 100000000)",
+    )
+    p.add_argument(
+        "--chromium", default=None, metavar="PATH", help="Chromium executable (default: $DSE_CHROMIUM or PATH)"
+    )
+    p.add_argument(
+        "--soffice", default=None, metavar="PATH", help="LibreOffice executable (default: $DSE_SOFFICE or PATH)"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,10 +128,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace) -> RenderSettings:
     """Build :class:`RenderSettings` from parsed arguments (raises UsageError on bad values)."""
     kwargs: dict = dict(
-        dpi=args.dpi, max_pixels=args.max_pixels, pages=args.pages,
+        dpi=args.dpi,
+        max_pixels=args.max_pixels,
+        pages=args.pages,
         password=args.password if args.password is not None else os.environ.get("DSE_PDF_PASSWORD"),
-        pdf_backend=args.pdf_backend, web_mode=args.web_mode, web_concurrency=args.web_concurrency,
-        image_max_pixels=args.max_image_pixels, chromium=args.chromium, soffice=args.soffice,
+        pdf_backend=args.pdf_backend,
+        web_mode=args.web_mode,
+        web_concurrency=args.web_concurrency,
+        image_max_pixels=args.max_image_pixels,
+        chromium=args.chromium,
+        soffice=args.soffice,
         pdf_workers=args.pdf_workers,
     )
     if args.timeout is not None:
@@ -114,8 +164,7 @@ def run(args: argparse.Namespace) -> int:
     n_pages = n_failures = 0
     docs_with_pages: set[str] = set()
     failed_docs: set[str] = set()
-    bar = tqdm(total=len(sources), unit="doc", desc="render", file=sys.stderr,
-               disable=None, dynamic_ncols=True)
+    bar = tqdm(total=len(sources), unit="doc", desc="render", file=sys.stderr, disable=None, dynamic_ncols=True)
     current: str | None = None
 
     def advance(doc_id: str) -> None:
@@ -148,6 +197,5 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
     bar.close()
 
-    print(f"rendered {n_pages} pages from {len(docs_with_pages)} documents; "
-          f"{n_failures} failures -> {out / MANIFEST}")
+    print(f"rendered {n_pages} pages from {len(docs_with_pages)} documents; {n_failures} failures -> {out / MANIFEST}")
     return EXIT_PARTIAL if n_failures else EXIT_OK

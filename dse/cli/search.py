@@ -9,17 +9,24 @@ from dse.cli.common import add_collection_argument, add_device_argument, fail, p
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="search a collection",
-                       description="Rank the pages of a collection for a text query, an image query (--image) "
-                                   "or both (a fused query, encoded in one pass; --fusion rrf merges separate "
-                                   "text and image rankings instead).")
+    p = sub.add_parser(
+        "search",
+        help="search a collection",
+        description="Rank the pages of a collection for a text query, an image query (--image) "
+        "or both (a fused query, encoded in one pass; --fusion rrf merges separate "
+        "text and image rankings instead).",
+    )
     p.add_argument("text", nargs="?", default=None, help="query text")
     add_collection_argument(p)
     p.add_argument("--image", default=None, metavar="PATH", help="query image")
     p.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     p.add_argument("--where", action="append", metavar="KEY=VALUE", help="metadata filter (repeatable, AND)")
-    p.add_argument("--fusion", choices=["rrf"], default=None,
-                   help="late fusion of text-only and image-only rankings (default: one fused query)")
+    p.add_argument(
+        "--fusion",
+        choices=["rrf"],
+        default=None,
+        help="late fusion of text-only and image-only rankings (default: one fused query)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per hit")
     add_device_argument(p)
     p.set_defaults(func=run)

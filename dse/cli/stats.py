@@ -34,8 +34,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(stats)
         return EXIT_OK
-    for key in ("directory", "family", "model", "kind", "index", "dim", "documents", "incomplete_documents", "pages",
-                "vectors"):
+    for key in (
+        "directory",
+        "family",
+        "model",
+        "kind",
+        "index",
+        "dim",
+        "documents",
+        "incomplete_documents",
+        "pages",
+        "vectors",
+    ):
         print(f"{key:>21}: {stats[key]}")
     for key, value in stats["bytes"].items():
         print(f"{'bytes ' + key:>21}: {_human(value)} ({value})")

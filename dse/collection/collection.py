@@ -68,8 +68,9 @@ def _resolve_model_name(model: str) -> str:
 class Collection:
     """Documents in, ranked pages out. Create with :meth:`create`, reopen with :meth:`open`."""
 
-    def __init__(self, directory: Path, manifest: Manifest, store: MetadataStore, encoder: Encoder | None,
-                 device: str) -> None:
+    def __init__(
+        self, directory: Path, manifest: Manifest, store: MetadataStore, encoder: Encoder | None, device: str
+    ) -> None:
         self.directory = Path(directory)
         self.manifest = manifest
         self.store = store
@@ -103,12 +104,17 @@ class Collection:
         instead, after checking that it was built with the same encoder.
         """
         directory = Path(directory)
-        encoder = model if isinstance(model, Encoder) else Encoder.load(
-            model, family=family, device=device, dim=dim, **encoder_kwargs)
+        encoder = (
+            model
+            if isinstance(model, Encoder)
+            else Encoder.load(model, family=family, device=device, dim=dim, **encoder_kwargs)
+        )
         if (directory / MANIFEST_NAME).exists():
             if not exist_ok:
-                raise CollectionError(f"a collection already exists at {directory} (use Collection.open, or "
-                                      "exist_ok=True to reuse it with the same encoder)")
+                raise CollectionError(
+                    f"a collection already exists at {directory} (use Collection.open, or "
+                    "exist_ok=True to reuse it with the same encoder)"
+                )
             return cls.open(directory, encoder=encoder, device=device)
         if directory.exists() and any(directory.iterdir()):
             raise CollectionError(f"{directory} exists and is not empty; choose a new directory for the collection")
@@ -119,8 +125,10 @@ class Collection:
         if index not in INDEX_TYPES:
             raise CollectionError(f"unknown index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
         if (index == "maxsim") != (encoder.kind == "multi"):
-            raise CollectionError(f"index {index!r} does not fit a {encoder.kind}-vector model "
-                                  f"({'use maxsim' if encoder.kind == 'multi' else 'use flat, hnsw or ivfpq'})")
+            raise CollectionError(
+                f"index {index!r} does not fit a {encoder.kind}-vector model "
+                f"({'use maxsim' if encoder.kind == 'multi' else 'use flat, hnsw or ivfpq'})"
+            )
         if pool_factor is not None and encoder.kind != "multi":
             raise CollectionError("pool_factor applies to multi-vector models only")
         index_cfg: dict[str, Any] = {"type": index, "params": dict(index_params or {}), "pool_factor": pool_factor}
@@ -135,8 +143,14 @@ class Collection:
         return col
 
     @classmethod
-    def open(cls, directory: str | os.PathLike[str], *, encoder: Encoder | None = None, device: str = "auto",
-             model: str | None = None) -> Collection:
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        encoder: Encoder | None = None,
+        device: str = "auto",
+        model: str | None = None,
+    ) -> Collection:
         """Open an existing collection. The encoder is loaded lazily from the manifest's settings, or
         taken from ``encoder`` / ``model`` after checking it is the one the collection was built with."""
         directory = Path(directory)
@@ -153,8 +167,13 @@ class Collection:
             raise CollectionError(f"{db} is corrupted: {check}")
         if model is not None and encoder is None:
             enc = manifest.encoder
-            encoder = Encoder.load(model, device=device, dim=enc.get("dim"), max_pixels=enc.get("max_pixels"),
-                                   min_pixels=enc.get("min_pixels"))
+            encoder = Encoder.load(
+                model,
+                device=device,
+                dim=enc.get("dim"),
+                max_pixels=enc.get("max_pixels"),
+                min_pixels=enc.get("min_pixels"),
+            )
         if encoder is not None:
             settings = dict(encoder.settings)
             settings["model"] = _resolve_model_name(str(settings.get("model")))
@@ -197,9 +216,16 @@ class Collection:
         if self._encoder is None:
             enc = self.manifest.encoder
             options = {"query_instruction": enc["query_instruction"]} if enc.get("query_instruction") else {}
-            self._encoder = Encoder.load(enc["model"], family=enc.get("family"), device=self.device,
-                                         dim=enc.get("dim"), max_pixels=enc.get("max_pixels"),
-                                         min_pixels=enc.get("min_pixels"), adapter=enc.get("adapter"), **options)
+            self._encoder = Encoder.load(
+                enc["model"],
+                family=enc.get("family"),
+                device=self.device,
+                dim=enc.get("dim"),
+                max_pixels=enc.get("max_pixels"),
+                min_pixels=enc.get("min_pixels"),
+                adapter=enc.get("adapter"),
+                **options,
+            )
         return self._encoder
 
     # ------------------------------------------------------------------ index
@@ -224,7 +250,7 @@ class Collection:
     def _acquire_lock(self, wait: bool = False) -> bool:
         if self._lock_fh is not None:
             return True
-        fh = open(self.directory / ".lock", "a+")
+        fh = open(self.directory / ".lock", "a+")  # noqa: SIM115 - held until _release_lock
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -271,13 +297,25 @@ class Collection:
                 logger.warning("%d stored pages have no vectors; their documents will be re-indexed", len(lost))
                 affected = {r.doc_id for r in self.store.pages(lost).values()}
                 self.store.delete_pages(lost)
-                self.store.set_document_status([d.id for d in self.store.documents() if d.doc_id in affected],
-                                               "indexing")
+                self.store.set_document_status(
+                    [d.id for d in self.store.documents() if d.doc_id in affected], "indexing"
+                )
             if orphans or dropped or lost or removing:
-                logger.info("recovered %s: %d orphan vectors dropped, %d pending pages dropped, %d lost pages, "
-                            "%d removals finished", self.directory, len(orphans), dropped, len(lost), len(removing))
-            return {"orphan_vectors": len(orphans), "pending_pages": dropped, "lost_pages": len(lost),
-                    "removed_documents": len(removing)}
+                logger.info(
+                    "recovered %s: %d orphan vectors dropped, %d pending pages dropped, %d lost pages, "
+                    "%d removals finished",
+                    self.directory,
+                    len(orphans),
+                    dropped,
+                    len(lost),
+                    len(removing),
+                )
+            return {
+                "orphan_vectors": len(orphans),
+                "pending_pages": dropped,
+                "lost_pages": len(lost),
+                "removed_documents": len(removing),
+            }
         finally:
             self._release_lock()
 
@@ -308,8 +346,15 @@ class Collection:
             render_settings = RenderSettings()
         self._write_lock()
         try:
-            ingest = Ingestor(self, batch_size=batch_size, commit_every=commit_every, progress=progress,
-                              render_settings=render_settings, meta=meta, sidecars=sidecars)
+            ingest = Ingestor(
+                self,
+                batch_size=batch_size,
+                commit_every=commit_every,
+                progress=progress,
+                render_settings=render_settings,
+                meta=meta,
+                sidecars=sidecars,
+            )
             return ingest.run(list(sources))
         finally:
             self._release_lock()
@@ -388,8 +433,9 @@ class Collection:
             image_rank = self._search_encoded(self.encoder.encode_queries(images=[img]), depth, allowed)[0]
             ranked = reciprocal_rank_fusion([text_rank, image_rank])[:k]
         else:
-            q = self.encoder.encode_queries(texts=[text] if text is not None else None,
-                                            images=[img] if img is not None else None)
+            q = self.encoder.encode_queries(
+                texts=[text] if text is not None else None, images=[img] if img is not None else None
+            )
             ranked = self._search_encoded(q, k, allowed)[0]
         return self._hits(ranked)
 
@@ -397,8 +443,7 @@ class Collection:
         """Search with already-encoded queries (``(q, dim)`` array or a list of ``(t, dim)`` arrays)."""
         return [self._hits(r) for r in self._search_encoded(queries, k, self._allowed_ids(where))]
 
-    def ask(self, question: str, *, k: int = 3, generator: Any = None,
-            where: dict[str, Any] | None = None) -> Any:
+    def ask(self, question: str, *, k: int = 3, generator: Any = None, where: dict[str, Any] | None = None) -> Any:
         """Visual RAG: answer ``question`` from the top-``k`` pages (see :func:`dse.rag.answer_question`).
 
         ``generator``: a :class:`dse.rag.Generator`, or a model name (hub id or local directory; default
@@ -434,9 +479,19 @@ class Collection:
             row = rows.get(int(pid))
             if row is None:  # a page removed by a concurrent writer
                 continue
-            hits.append(Hit(rank=len(hits) + 1, score=float(score), source=row.source, page=row.page,
-                            image_path=str(self.directory / row.image), doc_id=row.doc_id, page_id=row.id,
-                            title=row.title, meta=row.meta))
+            hits.append(
+                Hit(
+                    rank=len(hits) + 1,
+                    score=float(score),
+                    source=row.source,
+                    page=row.page,
+                    image_path=str(self.directory / row.image),
+                    doc_id=row.doc_id,
+                    page_id=row.id,
+                    title=row.title,
+                    meta=row.meta,
+                )
+            )
         return hits
 
     # ---------------------------------------------------------------- stats
@@ -451,12 +506,23 @@ class Collection:
                 return path.stat().st_size
             return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
-        sizes = {"images": du(self.directory / "images"), "index": du(self.index_dir),
-                 "metadata": sum(du(p) for p in self.directory.glob("meta.sqlite*"))}
+        sizes = {
+            "images": du(self.directory / "images"),
+            "index": du(self.index_dir),
+            "metadata": sum(du(p) for p in self.directory.glob("meta.sqlite*")),
+        }
         sizes["total"] = du(self.directory)
-        return {"directory": str(self.directory), **counts, "vectors": vectors, "kind": self.kind,
-                "index": self.manifest.index["type"], "family": self.manifest.encoder.get("family"),
-                "model": self.manifest.encoder.get("model"), "dim": self.dim, "bytes": sizes}
+        return {
+            "directory": str(self.directory),
+            **counts,
+            "vectors": vectors,
+            "kind": self.kind,
+            "index": self.manifest.index["type"],
+            "family": self.manifest.encoder.get("family"),
+            "model": self.manifest.encoder.get("model"),
+            "dim": self.dim,
+            "bytes": sizes,
+        }
 
 
 def _load_query_image(image: str | os.PathLike[str] | Image.Image) -> Image.Image:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[tuple[int, float]]], *, k: float = 60.0
-                           ) -> list[tuple[int, float]]:
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[tuple[int, float]]], *, k: float = 60.0
+) -> list[tuple[int, float]]:
     """Reciprocal rank fusion (Cormack et al., 2009): ``score(d) = sum_r 1 / (k + rank_r(d))``.
 
     ``rankings`` are lists best first; ranks are 1-based. Returns ``(id, fused score)`` best

@@ -75,14 +75,23 @@ class IndexReport:
         return self.pages / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        return (f"{self.pages} pages indexed from {self.added + self.replaced + self.resumed} documents "
-                f"({self.added} new, {self.replaced} replaced, {self.resumed} resumed), {self.unchanged} unchanged, "
-                f"{len(self.failures)} failed, in {self.seconds:.1f}s ({self.pages_per_second:.2f} pages/s)")
+        return (
+            f"{self.pages} pages indexed from {self.added + self.replaced + self.resumed} documents "
+            f"({self.added} new, {self.replaced} replaced, {self.resumed} resumed), {self.unchanged} unchanged, "
+            f"{len(self.failures)} failed, in {self.seconds:.1f}s ({self.pages_per_second:.2f} pages/s)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"added": self.added, "replaced": self.replaced, "resumed": self.resumed, "unchanged": self.unchanged,
-                "metadata_updated": self.metadata_updated, "pages": self.pages, "seconds": round(self.seconds, 3),
-                "failures": [f.to_dict() for f in self.failures]}
+        return {
+            "added": self.added,
+            "replaced": self.replaced,
+            "resumed": self.resumed,
+            "unchanged": self.unchanged,
+            "metadata_updated": self.metadata_updated,
+            "pages": self.pages,
+            "seconds": round(self.seconds, 3),
+            "failures": [f.to_dict() for f in self.failures],
+        }
 
 
 @dataclass
@@ -104,8 +113,17 @@ class _Plan:
 class Ingestor:
     """One ingestion job over a collection (see module docstring)."""
 
-    def __init__(self, collection: Collection, *, batch_size: int, commit_every: int, progress: bool,
-                 render_settings: Any, meta: dict[str, Any] | None, sidecars: bool) -> None:
+    def __init__(
+        self,
+        collection: Collection,
+        *,
+        batch_size: int,
+        commit_every: int,
+        progress: bool,
+        render_settings: Any,
+        meta: dict[str, Any] | None,
+        sidecars: bool,
+    ) -> None:
         self.col = collection
         self.batch_size = max(1, batch_size)
         self.commit_every = max(1, commit_every)
@@ -185,7 +203,7 @@ class Ingestor:
                             continue
                     if stop.is_set():
                         return
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
+            except BaseException as exc:
                 q.put(exc)
             finally:
                 q.put(_DONE)
@@ -208,8 +226,10 @@ class Ingestor:
                     self._on_failure(item)
                 elif isinstance(item, PageRecord):
                     self._on_page(item)
-                    bar.set_postfix_str(f"{self.report.pages} pages, "
-                                        f"{self.report.pages / max(time.perf_counter() - t0, 1e-9):.2f} pages/s")
+                    bar.set_postfix_str(
+                        f"{self.report.pages} pages, "
+                        f"{self.report.pages / max(time.perf_counter() - t0, 1e-9):.2f} pages/s"
+                    )
             if current is not None:
                 self._close_doc(current, bar)
             self._commit()
@@ -232,8 +252,9 @@ class Ingestor:
                     self._flush_batch()
                     self._commit()
                     self.col._remove_keys([old.id])
-            plan.key = self.col.store.begin_document(plan.source.doc_id, plan.source.source, plan.content_hash,
-                                                     plan.meta)
+            plan.key = self.col.store.begin_document(
+                plan.source.doc_id, plan.source.source, plan.content_hash, plan.meta
+            )
         return plan.key
 
     def _on_failure(self, failure: Any) -> None:
@@ -375,4 +396,3 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="doc", desc="indexing", disable=not enabled, dynamic_ncols=True)
-

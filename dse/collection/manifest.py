@@ -17,8 +17,17 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "collection.json"
 
 #: encoder settings that must match for two encoders to produce compatible vectors
-ENCODER_IDENTITY_KEYS = ("family", "model", "revision", "dim", "kind", "min_pixels", "max_pixels", "prompt_version",
-                         "adapter")
+ENCODER_IDENTITY_KEYS = (
+    "family",
+    "model",
+    "revision",
+    "dim",
+    "kind",
+    "min_pixels",
+    "max_pixels",
+    "prompt_version",
+    "adapter",
+)
 
 
 class CollectionError(RuntimeError):
@@ -57,8 +66,13 @@ class Manifest:
         if version != FORMAT_VERSION:
             raise CollectionError(f"{path} has format version {version}; this dse reads version {FORMAT_VERSION}")
         try:
-            return cls(encoder=dict(data["encoder"]), index=dict(data["index"]), render=dict(data.get("render", {})),
-                       format_version=version, created_with=data.get("created_with", "dse"))
+            return cls(
+                encoder=dict(data["encoder"]),
+                index=dict(data["index"]),
+                render=dict(data.get("render", {})),
+                format_version=version,
+                created_with=data.get("created_with", "dse"),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise CollectionError(f"{path} is corrupted: missing or bad field {exc}") from exc
 
@@ -75,8 +89,12 @@ class Manifest:
 
 def check_same_encoder(manifest_settings: dict[str, Any], settings: dict[str, Any]) -> None:
     """Raise :class:`CollectionError` naming the differing settings, if any."""
-    diffs = [f"{k}: collection has {manifest_settings.get(k)!r}, encoder has {settings.get(k)!r}"
-             for k in ENCODER_IDENTITY_KEYS if manifest_settings.get(k) != settings.get(k)]
+    diffs = [
+        f"{k}: collection has {manifest_settings.get(k)!r}, encoder has {settings.get(k)!r}"
+        for k in ENCODER_IDENTITY_KEYS
+        if manifest_settings.get(k) != settings.get(k)
+    ]
     if diffs:
-        raise CollectionError("this collection was built with a different encoder; refusing to mix vectors ("
-                              + "; ".join(diffs) + ")")
+        raise CollectionError(
+            "this collection was built with a different encoder; refusing to mix vectors (" + "; ".join(diffs) + ")"
+        )

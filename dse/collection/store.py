@@ -105,8 +105,9 @@ class MetadataStore:
 
     def documents(self, status: str | None = None) -> list[DocumentRow]:
         sql = f"SELECT {self._DOC_COLS} FROM documents"
-        rows = self.db.execute(sql + (" WHERE status = ?" if status else "") + " ORDER BY id",
-                               (status,) if status else ()).fetchall()
+        rows = self.db.execute(
+            sql + (" WHERE status = ?" if status else "") + " ORDER BY id", (status,) if status else ()
+        ).fetchall()
         return [self._doc(r) for r in rows]
 
     def doc_ids(self, keys: Iterable[int]) -> dict[int, str]:
@@ -120,8 +121,9 @@ class MetadataStore:
 
     def find_documents(self, key: str) -> list[DocumentRow]:
         """Documents whose doc_id or source equals ``key``."""
-        rows = self.db.execute(f"SELECT {self._DOC_COLS} FROM documents WHERE doc_id = ? OR source = ?",
-                               (key, key)).fetchall()
+        rows = self.db.execute(
+            f"SELECT {self._DOC_COLS} FROM documents WHERE doc_id = ? OR source = ?", (key, key)
+        ).fetchall()
         return [self._doc(r) for r in rows]
 
     def begin_document(self, doc_id: str, source: str, content_hash: str | None, meta: dict[str, Any]) -> int:
@@ -138,8 +140,10 @@ class MetadataStore:
     def finish_document(self, key: int, title: str | None) -> None:
         with self.transaction():
             n = self.db.execute("SELECT COUNT(*) FROM pages WHERE doc = ? AND status = 'stored'", (key,)).fetchone()[0]
-            self.db.execute("UPDATE documents SET status='complete', n_pages=?, title=COALESCE(?, title) WHERE id=?",
-                            (n, title, key))
+            self.db.execute(
+                "UPDATE documents SET status='complete', n_pages=?, title=COALESCE(?, title) WHERE id=?",
+                (n, title, key),
+            )
 
     def set_document_status(self, keys: Iterable[int], status: str) -> None:
         with self.transaction():
@@ -155,7 +159,8 @@ class MetadataStore:
         with self.transaction():
             self.db.execute("DELETE FROM pages WHERE doc=? AND page=? AND status='pending'", (doc_key, page))
             cur = self.db.execute(
-                "INSERT INTO pages (doc, page, width, height, image, title, status) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                "INSERT INTO pages (doc, page, width, height, image, title, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
                 (doc_key, page, width, height, image, title),
             )
             return int(cur.lastrowid)
@@ -198,11 +203,13 @@ class MetadataStore:
         out: dict[int, PageRow] = {}
         ids = [int(i) for i in ids]
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             q = ",".join("?" * len(chunk))
             for r in self.db.execute(
-                "SELECT p.id, d.doc_id, d.source, p.page, p.width, p.height, p.image, COALESCE(p.title, d.title), d.meta "
-                f"FROM pages p JOIN documents d ON d.id = p.doc WHERE p.id IN ({q})", chunk):
+                "SELECT p.id, d.doc_id, d.source, p.page, p.width, p.height, p.image, COALESCE(p.title, d.title), "
+                f"d.meta FROM pages p JOIN documents d ON d.id = p.doc WHERE p.id IN ({q})",
+                chunk,
+            ):
                 out[r[0]] = PageRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]))
         return out
 

@@ -95,9 +95,7 @@ class Encoder(abc.ABC):
         """Encode page images. Single: ``(n, dim)`` float32; multi: list of ``(t_i, dim)``."""
 
     @abc.abstractmethod
-    def encode_text_documents(
-        self, texts: Sequence[str], *, batch_size: int = 8, progress: bool = False
-    ) -> Vectors:
+    def encode_text_documents(self, texts: Sequence[str], *, batch_size: int = 8, progress: bool = False) -> Vectors:
         """Encode text-only documents (DSE's ``Document: {text}`` format for DSE)."""
 
     @abc.abstractmethod

@@ -64,7 +64,7 @@ def run_batched(
             idx = order[done : done + current]
             try:
                 out = forward([items[i] for i in idx])
-            except Exception as exc:  # noqa: BLE001 - re-raised unless it is an OOM
+            except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
                 if device is not None:

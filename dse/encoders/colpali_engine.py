@@ -258,9 +258,7 @@ class ColPaliEngineEncoder(HFEncoder):
         items = [Item("document", image=im) for im in self._check_images(images, "page image")]
         return self._encode(items, batch_size=batch_size, progress=progress, desc="pages")
 
-    def encode_text_documents(
-        self, texts: Sequence[str], *, batch_size: int = 8, progress: bool = False
-    ) -> Vectors:
+    def encode_text_documents(self, texts: Sequence[str], *, batch_size: int = 8, progress: bool = False) -> Vectors:
         """Text documents (``processor.process_texts``) -> list of ``(n_i, 128)`` float32."""
         items = [Item("text_document", text=t) for t in check_texts(texts, what="text document")]
         return self._encode(items, batch_size=batch_size, progress=progress, desc="text documents")

@@ -40,8 +40,7 @@ from PIL import Image
 
 from dse.encoders.base import EncoderError, Vectors, register_family
 from dse.encoders.devices import Runtime
-from dse.encoders.hf import (HFEncoder, Item, l2_normalize, load_pretrained, load_processor, query_items,
-                             set_qwen_pixels)
+from dse.encoders.hf import HFEncoder, Item, l2_normalize, load_pretrained, load_processor, query_items, set_qwen_pixels
 from dse.encoders.inputs import check_images, check_query_inputs, check_texts
 from dse.encoders.sources import ModelSource
 
@@ -81,9 +80,7 @@ class QwenChatEncoder(HFEncoder):
         items = [Item("document", image=im) for im in imgs]
         return self._stack(self._encode(items, batch_size=batch_size, progress=progress, desc="pages"))
 
-    def encode_text_documents(
-        self, texts: Sequence[str], *, batch_size: int = 8, progress: bool = False
-    ) -> Vectors:
+    def encode_text_documents(self, texts: Sequence[str], *, batch_size: int = 8, progress: bool = False) -> Vectors:
         """Text-only documents (DSE: ``Document: {text}`` + dummy image) -> ``(n, dim)`` float32."""
         docs = check_texts(texts, what="text document")
         items = [Item("text_document", text=t) for t in docs]

@@ -44,8 +44,10 @@ def query_items(texts: Sequence[str] | None, images: Sequence[Image.Image] | Non
     """One ``"query"`` :class:`Item` per position of the (validated, equal-length) ``texts`` /
     ``images``: text-only, image-only, or fused when both are given."""
     n = len(texts) if texts is not None else len(images or [])
-    return [Item("query", text=texts[k] if texts is not None else None,
-                 image=images[k] if images is not None else None) for k in range(n)]
+    return [
+        Item("query", text=texts[k] if texts is not None else None, image=images[k] if images is not None else None)
+        for k in range(n)
+    ]
 
 
 def load_pretrained(model_cls: Any, source: ModelSource, runtime: Runtime, **kwargs: Any) -> Any:
@@ -218,4 +220,3 @@ class HFEncoder(Encoder):
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     """Row-wise L2 normalisation in float32."""
     return torch.nn.functional.normalize(x.float(), p=2, dim=-1)
-

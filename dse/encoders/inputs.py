@@ -131,7 +131,5 @@ def check_query_inputs(
     t = check_texts(texts, what="query") if texts is not None else None
     i = check_images(images, what="query image") if images is not None else None
     if t is not None and i is not None and len(t) != len(i):
-        raise InvalidInput(
-            f"fused queries need one image per text: got {len(t)} texts and {len(i)} images"
-        )
+        raise InvalidInput(f"fused queries need one image per text: got {len(t)} texts and {len(i)} images")
     return t, i

@@ -38,8 +38,18 @@ SUPPORTED_FAMILIES: tuple[str, ...] = ("colqwen2", "colqwen2.5", "colpali")
 
 #: Colormap control points (dark blue -> teal -> yellow), interpolated to 256 entries.
 _CMAP_POINTS = np.array(
-    [(13, 8, 135), (84, 2, 163), (139, 10, 165), (185, 50, 137), (219, 92, 104),
-     (244, 136, 73), (254, 188, 43), (240, 249, 33)], dtype=np.float32)
+    [
+        (13, 8, 135),
+        (84, 2, 163),
+        (139, 10, 165),
+        (185, 50, 137),
+        (219, 92, 104),
+        (244, 136, 73),
+        (254, 188, 43),
+        (240, 249, 33),
+    ],
+    dtype=np.float32,
+)
 
 
 class SimilarityError(EncoderError):
@@ -97,8 +107,9 @@ class SimilarityMap:
         lo, hi = float(m.min()), float(m.max())
         return ((m - lo) / (hi - lo + 1e-10)).astype(np.float32)
 
-    def overlay(self, image: Image.Image, token: int | None = None, *, alpha: float = 0.55,
-                max_side: int | None = 1024) -> Image.Image:
+    def overlay(
+        self, image: Image.Image, token: int | None = None, *, alpha: float = 0.55, max_side: int | None = 1024
+    ) -> Image.Image:
         """The page with the (normalised) map drawn over it as a heat map; RGB, at most ``max_side`` px."""
         page = image.convert("RGB")
         if max_side is not None and max(page.size) > max_side:
@@ -136,11 +147,15 @@ def colormap() -> np.ndarray:
 
 def _check_encoder(encoder: Encoder) -> Any:
     if encoder.kind != "multi":
-        raise SimilarityError(f"similarity maps need a multi-vector (ColPali-family) model; {encoder.family} is "
-                              "single-vector (one vector per page, no patches)")
+        raise SimilarityError(
+            f"similarity maps need a multi-vector (ColPali-family) model; {encoder.family} is "
+            "single-vector (one vector per page, no patches)"
+        )
     if encoder.family not in SUPPORTED_FAMILIES:
-        raise SimilarityError(f"similarity maps are not supported for {encoder.family} (its image tokens do not "
-                              f"form one patch grid); supported: {', '.join(SUPPORTED_FAMILIES)}")
+        raise SimilarityError(
+            f"similarity maps are not supported for {encoder.family} (its image tokens do not "
+            f"form one patch grid); supported: {', '.join(SUPPORTED_FAMILIES)}"
+        )
     processor = getattr(encoder, "processor", None)
     if processor is None or not hasattr(processor, "get_n_patches") or not hasattr(encoder, "model"):
         raise SimilarityError(f"{encoder!r} exposes no colpali-engine processor/model")
@@ -181,8 +196,10 @@ def encode_page_tokens(encoder: Encoder, image: Image.Image) -> PageTokens:
     image_mask = mask[keep].cpu().numpy().astype(bool)
     grid = _n_patches(enc, page)
     if int(image_mask.sum()) != grid[0] * grid[1]:
-        raise SimilarityError(f"{encoder.family}: the page has {int(image_mask.sum())} image tokens but the patch "
-                              f"grid is {grid[0]} x {grid[1]}; cannot draw a map")
+        raise SimilarityError(
+            f"{encoder.family}: the page has {int(image_mask.sum())} image tokens but the patch "
+            f"grid is {grid[0]} x {grid[1]}; cannot draw a map"
+        )
     return PageTokens(vectors=vectors, image_mask=image_mask, grid=grid)
 
 
@@ -201,8 +218,7 @@ def query_tokens(encoder: Encoder, text: str) -> tuple[np.ndarray, list[str], li
     return vectors, tokens, [i in special_ids for i in ids]
 
 
-def similarity_map(encoder: Encoder, image: Image.Image, text: str, *, page: PageTokens | None = None
-                   ) -> SimilarityMap:
+def similarity_map(encoder: Encoder, image: Image.Image, text: str, *, page: PageTokens | None = None) -> SimilarityMap:
     """Similarity maps of text query ``text`` over page ``image`` (see the module doc).
 
     ``page`` reuses an earlier :func:`encode_page_tokens` of the same image (e.g. from a cache).
@@ -222,5 +238,6 @@ def similarity_map(encoder: Encoder, image: Image.Image, text: str, *, page: Pag
         image_mask=torch.from_numpy(page.image_mask)[None],
     )[0]  # (Q, n_x, n_y)
     score = float((q @ page.vectors.T).max(axis=1).sum())
-    return SimilarityMap(maps=maps.float().numpy().transpose(0, 2, 1).copy(), tokens=tokens, special=special,
-                         score=score)
+    return SimilarityMap(
+        maps=maps.float().numpy().transpose(0, 2, 1).copy(), tokens=tokens, special=special, score=score
+    )

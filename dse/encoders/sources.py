@@ -107,18 +107,20 @@ def download_snapshot(repo_id: str, *, option: str = "--model") -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=SNAPSHOT_PATTERNS))
     except GatedRepoError as exc:
-        raise ModelNotFound(f"{repo_id!r} is gated on the Hugging Face hub (log in and accept its terms); "
-                            f"or {hint}") from exc
+        raise ModelNotFound(
+            f"{repo_id!r} is gated on the Hugging Face hub (log in and accept its terms); or {hint}"
+        ) from exc
     except RepositoryNotFoundError as exc:
-        raise ModelNotFound(f"no model {repo_id!r} on the Hugging Face hub (or it is private); "
-                            f"check the name or {hint}") from exc
+        raise ModelNotFound(
+            f"no model {repo_id!r} on the Hugging Face hub (or it is private); check the name or {hint}"
+        ) from exc
     except RevisionNotFoundError as exc:  # pragma: no cover - we never pass a revision
         raise ModelNotFound(f"revision not found for {repo_id!r}; {hint}") from exc
     except LocalEntryNotFoundError as exc:
         raise ModelNotFound(f"cannot reach the Hugging Face hub to download {repo_id!r}; {hint}") from exc
     except (OSError, ConnectionError) as exc:
         raise ModelNotFound(f"cannot reach the Hugging Face hub to download {repo_id!r}; {hint}") from exc
-    except Exception as exc:  # noqa: BLE001 - httpx/requests errors vary by version
+    except Exception as exc:
         if "connect" in type(exc).__name__.lower() or "timeout" in type(exc).__name__.lower():
             raise ModelNotFound(f"cannot reach the Hugging Face hub to download {repo_id!r}; {hint}") from exc
         raise

@@ -22,9 +22,8 @@ import numpy as np
 from dse.eval.ocr import OcrCache, ocr_pages
 
 if TYPE_CHECKING:  # pragma: no cover
-    from renderers import RenderSettings
-
     from dse.eval.data import EvalDataset
+    from renderers import RenderSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,23 @@ Run = dict[str, dict[str, float]]
 MODEL_NAME = "bm25-ocr"
 
 # tesseract language code -> bm25s stop-word list name
-_STOPWORDS = {"eng": "en", "deu": "de", "nld": "nl", "fra": "fr", "spa": "es", "por": "pt", "ita": "it",
-              "rus": "ru", "swe": "sv", "nor": "no", "chi_sim": "zh", "chi_tra": "zh", "tur": "tr", "kor": "ko",
-              "dan": "da"}
+_STOPWORDS = {
+    "eng": "en",
+    "deu": "de",
+    "nld": "nl",
+    "fra": "fr",
+    "spa": "es",
+    "por": "pt",
+    "ita": "it",
+    "rus": "ru",
+    "swe": "sv",
+    "nor": "no",
+    "chi_sim": "zh",
+    "chi_tra": "zh",
+    "tur": "tr",
+    "kor": "ko",
+    "dan": "da",
+}
 
 
 def stopwords_for(lang: str) -> list[str]:
@@ -89,20 +102,31 @@ class BM25Index:
         return [(int(i), float(s[i])) for i in order]
 
 
-def ocr_corpus(dataset: EvalDataset, *, cache_dir: str | Path | None = None, lang: str = "eng",
-               progress: bool = True, workers: int | None = None,
-               render_settings: RenderSettings | None = None) -> dict[str, str]:
+def ocr_corpus(
+    dataset: EvalDataset,
+    *,
+    cache_dir: str | Path | None = None,
+    lang: str = "eng",
+    progress: bool = True,
+    workers: int | None = None,
+    render_settings: RenderSettings | None = None,
+) -> dict[str, str]:
     """``{corpus id: OCR text}`` for every page of ``dataset`` that can be produced (pages that
     fail to load or render are reported by :func:`iter_corpus_images` and left out)."""
     from dse.eval.data import iter_corpus_images
 
     with OcrCache.in_dir(cache_dir) as cache:
-        return ocr_pages(iter_corpus_images(dataset, render_settings), lang=lang, cache=cache, workers=workers,
-                         progress=progress, total=len(dataset.corpus))
+        return ocr_pages(
+            iter_corpus_images(dataset, render_settings),
+            lang=lang,
+            cache=cache,
+            workers=workers,
+            progress=progress,
+            total=len(dataset.corpus),
+        )
 
 
-def _query_texts(dataset: EvalDataset, cache_dir: str | Path | None, lang: str, workers: int | None
-                 ) -> dict[str, str]:
+def _query_texts(dataset: EvalDataset, cache_dir: str | Path | None, lang: str, workers: int | None) -> dict[str, str]:
     texts = {q.id: q.text or "" for q in dataset.queries}
     with_images = [q for q in dataset.queries if q.image is not None]
     if with_images:
@@ -112,7 +136,7 @@ def _query_texts(dataset: EvalDataset, cache_dir: str | Path | None, lang: str, 
             for q in with_images:
                 try:
                     yield q.id, load_image(q.image)
-                except Exception as exc:  # noqa: BLE001 - report the query image, keep its text
+                except Exception as exc:
                     log.warning("query %s: cannot read image %s: %s", q.id, q.image, exc)
 
         with OcrCache.in_dir(cache_dir) as cache:
@@ -122,9 +146,16 @@ def _query_texts(dataset: EvalDataset, cache_dir: str | Path | None, lang: str, 
     return texts
 
 
-def bm25_ocr_run(dataset: EvalDataset, *, k: int = 100, cache_dir: str | Path | None = None, lang: str = "eng",
-                 progress: bool = True, workers: int | None = None,
-                 render_settings: RenderSettings | None = None) -> Run:
+def bm25_ocr_run(
+    dataset: EvalDataset,
+    *,
+    k: int = 100,
+    cache_dir: str | Path | None = None,
+    lang: str = "eng",
+    progress: bool = True,
+    workers: int | None = None,
+    render_settings: RenderSettings | None = None,
+) -> Run:
     """Rank the corpus of ``dataset`` for each query by BM25 over tesseract OCR text.
 
     Returns ``{query id: {corpus id: BM25 score}}`` with the top ``k`` pages per query
@@ -136,8 +167,9 @@ def bm25_ocr_run(dataset: EvalDataset, *, k: int = 100, cache_dir: str | Path | 
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    texts = ocr_corpus(dataset, cache_dir=cache_dir, lang=lang, progress=progress, workers=workers,
-                       render_settings=render_settings)
+    texts = ocr_corpus(
+        dataset, cache_dir=cache_dir, lang=lang, progress=progress, workers=workers, render_settings=render_settings
+    )
     ids = [c.id for c in dataset.corpus if c.id in texts]
     empty = sum(1 for i in ids if not texts[i].strip())
     if empty:

@@ -40,7 +40,7 @@ class Comparison:
     metric: str
     run: str
     mean: float
-    delta: float | None = None      # mean(run) - mean(baseline) over the common queries
+    delta: float | None = None  # mean(run) - mean(baseline) over the common queries
     p_ttest: float | None = None
     p_randomisation: float | None = None
 
@@ -57,12 +57,18 @@ class ComparisonTable:
         return next(c for c in self.cells if c.metric == metric and c.run == run)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"runs": self.runs, "metrics": self.metrics, "n_queries": self.n_queries,
-                "cells": [c.__dict__ for c in self.cells], "notes": self.notes}
+        return {
+            "runs": self.runs,
+            "metrics": self.metrics,
+            "n_queries": self.n_queries,
+            "cells": [c.__dict__ for c in self.cells],
+            "notes": self.notes,
+        }
 
 
-def paired_tests(baseline: Sequence[float], other: Sequence[float], *, n_resamples: int = 10000,
-                 seed: int = 0) -> tuple[float, float]:
+def paired_tests(
+    baseline: Sequence[float], other: Sequence[float], *, n_resamples: int = 10000, seed: int = 0
+) -> tuple[float, float]:
     """Two-sided p-values (paired t-test, paired randomisation test) of ``other`` vs ``baseline``.
 
     Identical samples give 1.0 for both. The t-test's p-value is NaN when the differences are a
@@ -85,13 +91,21 @@ def paired_tests(baseline: Sequence[float], other: Sequence[float], *, n_resampl
     def statistic(x: Any, y: Any, axis: int) -> Any:
         return np.mean(x - y, axis=axis)
 
-    res = stats.permutation_test((b, a), statistic, permutation_type="samples", vectorized=True,
-                                 n_resamples=n_resamples, alternative="two-sided", random_state=seed)
+    res = stats.permutation_test(
+        (b, a),
+        statistic,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=n_resamples,
+        alternative="two-sided",
+        random_state=seed,
+    )
     return p_t, float(res.pvalue)
 
 
-def compare_runs(runs: Sequence[RunScores], metrics: Sequence[str] | None = None, *, n_resamples: int = 10000,
-                 seed: int = 0) -> ComparisonTable:
+def compare_runs(
+    runs: Sequence[RunScores], metrics: Sequence[str] | None = None, *, n_resamples: int = 10000, seed: int = 0
+) -> ComparisonTable:
     """Compare ``runs`` (first = baseline) on ``metrics`` (default: every metric all runs have)."""
     import numpy as np
 
@@ -143,14 +157,21 @@ def format_comparison(table: ComparisonTable, *, alpha: float = 0.05) -> str:
         row = [label(metric), f"{table.cell(metric, base).mean:.4f}"]
         for name in others:
             c = table.cell(metric, name)
-            sig = (c.p_ttest is not None and c.p_randomisation is not None and c.p_ttest < alpha
-                   and c.p_randomisation < alpha)
-            row += [f"{c.mean:.4f}{'*' if sig else ''}", f"{c.delta:+.4f}", _fmt_p(c.p_ttest),
-                    _fmt_p(c.p_randomisation)]
+            sig = (
+                c.p_ttest is not None
+                and c.p_randomisation is not None
+                and c.p_ttest < alpha
+                and c.p_randomisation < alpha
+            )
+            row += [
+                f"{c.mean:.4f}{'*' if sig else ''}",
+                f"{c.delta:+.4f}",
+                _fmt_p(c.p_ttest),
+                _fmt_p(c.p_randomisation),
+            ]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines.append(f"{table.n_queries} queries, paired two-sided tests against {base}; "
-                 f"* = p < {alpha} in both tests.")
+    lines.append(f"{table.n_queries} queries, paired two-sided tests against {base}; * = p < {alpha} in both tests.")
     lines += table.notes
     return "\n".join(lines)
 
@@ -172,8 +193,13 @@ def resolve_run_path(path: str | Path) -> Path:
     return p
 
 
-def load_run_scores(path: str | Path, *, qrels: Mapping[str, Mapping[str, int]] | None = None,
-                    metrics: Sequence[str] | None = None, name: str | None = None) -> RunScores:
+def load_run_scores(
+    path: str | Path,
+    *,
+    qrels: Mapping[str, Mapping[str, int]] | None = None,
+    metrics: Sequence[str] | None = None,
+    name: str | None = None,
+) -> RunScores:
     """Per-query values of a run: recomputed from the run file with ``qrels`` when given (judged
     queries missing from the run count 0), else read from the metrics JSON next to the run
     (recomputed with the qrels stored there when it lacks a requested metric)."""
@@ -184,8 +210,9 @@ def load_run_scores(path: str | Path, *, qrels: Mapping[str, Mapping[str, int]] 
         return RunScores(display, _recompute(read_run(run_path), qrels, k_values), run_path)
     mpath = metrics_path_for(run_path)
     if not mpath.is_file():
-        raise RunFormatError(f"no qrels for {run_path}: its metrics file {mpath} is missing; "
-                             "pass --qrels FILE or --data-dir DIR")
+        raise RunFormatError(
+            f"no qrels for {run_path}: its metrics file {mpath} is missing; pass --qrels FILE or --data-dir DIR"
+        )
     doc = read_metrics(mpath)
     per_query: PerQuery = doc["per_query"]
     have = set.intersection(*(set(v) for v in per_query.values())) if per_query else set()
@@ -206,8 +233,9 @@ def _k_values_for(metrics: Sequence[str] | None) -> tuple[int, ...]:
     return tuple(sorted(ks))
 
 
-def _recompute(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
-               k_values: Sequence[int]) -> PerQuery:
+def _recompute(
+    run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], k_values: Sequence[int]
+) -> PerQuery:
     _, per_query = compute_metrics(run, qrels, k_values)
     names = metric_names(k_values)
     for qid, docs in qrels.items():  # judged queries without results score 0 in a paired comparison

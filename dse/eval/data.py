@@ -106,7 +106,7 @@ def _resolve(root: Path, value: str) -> Path:
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based line number, object) for every non-blank line; malformed JSON raises DatasetFormatError."""
     try:
-        fh = open(path, encoding="utf-8")
+        fh = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the with below
     except FileNotFoundError:
         raise DatasetFormatError(f"{path}: file not found") from None
     except OSError as exc:
@@ -222,8 +222,9 @@ def _parse_score(value: str, where: str) -> int:
     return int(score)
 
 
-def load_qrels(path: str | Path, *, corpus_ids: set[str] | None = None,
-               query_ids: set[str] | None = None) -> dict[str, dict[str, int]]:
+def load_qrels(
+    path: str | Path, *, corpus_ids: set[str] | None = None, query_ids: set[str] | None = None
+) -> dict[str, dict[str, int]]:
     """Read a qrels TSV (``query-id corpus-id score`` with that header; a TREC qrels file
     ``qid 0 docid rel`` separated by whitespace is accepted too).
 
@@ -256,7 +257,8 @@ def load_qrels(path: str | Path, *, corpus_ids: set[str] | None = None,
             cols = [cols[0], cols[2], cols[3]]
         if len(cols) != 3 or not cols[0] or not cols[1]:
             raise DatasetFormatError(
-                f"{where}: expected 3 tab-separated columns 'query-id corpus-id score', got {len(cols)}: {line!r}")
+                f"{where}: expected 3 tab-separated columns 'query-id corpus-id score', got {len(cols)}: {line!r}"
+            )
         qid, cid, value = cols
         rel = _parse_score(value, where)
         if query_ids is not None and qid not in query_ids:
@@ -265,8 +267,7 @@ def load_qrels(path: str | Path, *, corpus_ids: set[str] | None = None,
             raise DatasetFormatError(f"{where}: unknown corpus id {cid!r} (not in {CORPUS_FILE})")
         judged = qrels.setdefault(qid, {})
         if cid in judged and judged[cid] != rel:
-            raise DatasetFormatError(f"{where}: conflicting judgement for ({qid!r}, {cid!r}): "
-                                     f"{judged[cid]} and {rel}")
+            raise DatasetFormatError(f"{where}: conflicting judgement for ({qid!r}, {cid!r}): {judged[cid]} and {rel}")
         judged[cid] = rel
     return qrels
 
@@ -293,8 +294,14 @@ def load_local_dataset(data_dir: str | Path, split: str = "test") -> EvalDataset
     if not qrels:
         raise DatasetFormatError(f"{qrels_path}: no judgements")
     kept = [q for q in queries if q.id in qrels]
-    log.info("loaded %s: %d pages, %d of %d queries judged in split %r", root.name, len(corpus), len(kept),
-             len(queries), split)
+    log.info(
+        "loaded %s: %d pages, %d of %d queries judged in split %r",
+        root.name,
+        len(corpus),
+        len(kept),
+        len(queries),
+        split,
+    )
     return EvalDataset(name=root.name, root=root, corpus=corpus, queries=kept, qrels=qrels)
 
 
@@ -414,9 +421,10 @@ def iter_corpus_images(
     for item in dataset.corpus:
         if item.image is not None:
             try:
-                image = load_image(item.image, max_pixels=settings.max_pixels,
-                                   image_max_pixels=settings.image_max_pixels)
-            except Exception as exc:  # noqa: BLE001 - any decoding error is reported, the rest goes on
+                image = load_image(
+                    item.image, max_pixels=settings.max_pixels, image_max_pixels=settings.image_max_pixels
+                )
+            except Exception as exc:
                 report(CorpusFailure(item.id, str(item.image), str(exc) or type(exc).__name__, type(exc).__name__))
                 continue
             yield item.id, image
@@ -440,7 +448,7 @@ def iter_corpus_images(
                     image = rec.image
                     for cid in pages[rec.page]:
                         yield cid, image
-        except Exception as exc:  # noqa: BLE001 - a renderer bug must not stop the rest of the corpus
+        except Exception as exc:
             for page, ids in sorted(pages.items()):
                 if page not in done:
                     for cid in ids:

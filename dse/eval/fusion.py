@@ -62,13 +62,18 @@ def _check(runs: Sequence[Run], method: str, rrf_k: float, weight: float, depth:
     else:
         if len(runs) != 2:
             raise ValueError(f"linear fusion combines exactly two runs, got {len(runs)}")
-        if (not isinstance(weight, (int, float)) or isinstance(weight, bool) or not math.isfinite(weight)
-                or not 0.0 <= weight <= 1.0):
+        if (
+            not isinstance(weight, (int, float))
+            or isinstance(weight, bool)
+            or not math.isfinite(weight)
+            or not 0.0 <= weight <= 1.0
+        ):
             raise ValueError(f"fusion weight must be a number between 0 and 1, got {weight!r}")
 
 
-def fuse_runs(runs: Sequence[Run], *, method: str = "rrf", rrf_k: float = 60, weight: float = 0.5,
-              depth: int = 100) -> Run:
+def fuse_runs(
+    runs: Sequence[Run], *, method: str = "rrf", rrf_k: float = 60, weight: float = 0.5, depth: int = 100
+) -> Run:
     """Fuse ``runs`` per query into one run of at most ``depth`` pages per query.
 
     ``method="rrf"``: fused score = sum over runs of ``1 / (rrf_k + rank)`` (any number of
@@ -101,8 +106,7 @@ def fuse_runs(runs: Sequence[Run], *, method: str = "rrf", rrf_k: float = 60, we
     return fused
 
 
-def _linear(first: list[tuple[str, float]], second: list[tuple[str, float]], weight: float
-            ) -> list[tuple[str, float]]:
+def _linear(first: list[tuple[str, float]], second: list[tuple[str, float]], weight: float) -> list[tuple[str, float]]:
     norm_a, norm_b = _min_max(first), _min_max(second)
     rank_a = {doc: i for i, (doc, _) in enumerate(first)}
     rank_b = {doc: i for i, (doc, _) in enumerate(second)}

@@ -126,10 +126,12 @@ def _hub_table(name: str, config: str | None, split: str) -> Any:
     except DatasetNotFoundError as exc:
         msg = str(exc).lower()
         if "gated" in msg:
-            raise HubDatasetError(f"{name!r} is gated on the Hugging Face hub (log in and accept its terms); "
-                                  f"or {hint}") from exc
-        raise HubDatasetError(f"no dataset {name!r} on the Hugging Face hub (or it is private); check the name "
-                              f"or {hint}") from exc
+            raise HubDatasetError(
+                f"{name!r} is gated on the Hugging Face hub (log in and accept its terms); or {hint}"
+            ) from exc
+        raise HubDatasetError(
+            f"no dataset {name!r} on the Hugging Face hub (or it is private); check the name or {hint}"
+        ) from exc
     except (ConnectionError, OSError) as exc:
         raise HubDatasetError(f"cannot reach the Hugging Face hub to download {name!r}; {hint}") from exc
     except ValueError as exc:
@@ -137,7 +139,7 @@ def _hub_table(name: str, config: str | None, split: str) -> Any:
         if "Unknown split" in text or "split" in text.lower() and "not found" in text.lower():
             raise DatasetFormatError(f"{name}: no split {split!r} ({text.splitlines()[0]})") from exc
         raise
-    except Exception as exc:  # noqa: BLE001 - transport errors vary with the huggingface_hub version
+    except Exception as exc:
         if any(w in type(exc).__name__.lower() for w in ("connect", "timeout", "offline", "http")):
             raise HubDatasetError(f"cannot reach the Hugging Face hub to download {name!r}; {hint}") from exc
         raise
@@ -155,8 +157,9 @@ def _hub_has_config(name: str, config: str, split: str) -> Any | None:
 
 def _parquet_files(path: Path, split: str) -> list[Path]:
     files = sorted(p for p in path.rglob("*.parquet") if not any(part.startswith(".") for part in p.parts))
-    named = [p for p in files if p.name == f"{split}.parquet" or p.name.startswith(f"{split}-")
-             or p.parent.name == split]
+    named = [
+        p for p in files if p.name == f"{split}.parquet" or p.name.startswith(f"{split}-") or p.parent.name == split
+    ]
     return named or files
 
 
@@ -169,8 +172,9 @@ def _disk_table(path: Path, split: str, cache_dir: Path) -> Any:
         if path.is_file():
             if path.suffix != ".parquet":
                 raise DatasetFormatError(f"{path}: not a parquet file")
-            return datasets.load_dataset("parquet", data_files=[str(path)], split="train",
-                                         cache_dir=str(cache_dir / "hf-datasets"))
+            return datasets.load_dataset(
+                "parquet", data_files=[str(path)], split="train", cache_dir=str(cache_dir / "hf-datasets")
+            )
         if (path / "dataset_dict.json").is_file():
             dd = datasets.load_from_disk(str(path))
             if split not in dd:
@@ -180,15 +184,17 @@ def _disk_table(path: Path, split: str, cache_dir: Path) -> Any:
             return datasets.load_from_disk(str(path))
         files = _parquet_files(path, split) if path.is_dir() else []
         if files:
-            return datasets.load_dataset("parquet", data_files=[str(p) for p in files], split="train",
-                                         cache_dir=str(cache_dir / "hf-datasets"))
+            return datasets.load_dataset(
+                "parquet", data_files=[str(p) for p in files], split="train", cache_dir=str(cache_dir / "hf-datasets")
+            )
     except DatasetFormatError:
         raise
-    except Exception as exc:  # noqa: BLE001 - corrupt arrow/parquet files: one clear line
-        raise DatasetFormatError(f"{path}: cannot read the dataset ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else 'no message'})") from exc
-    raise DatasetFormatError(f"{path}: no dataset found (expected a datasets save_to_disk directory or parquet "
-                             "files)")
+    except Exception as exc:
+        raise DatasetFormatError(
+            f"{path}: cannot read the dataset ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no message'})"
+        ) from exc
+    raise DatasetFormatError(f"{path}: no dataset found (expected a datasets save_to_disk directory or parquet files)")
 
 
 def _local_beir_parts(data_dir: Path) -> dict[str, Path] | None:
@@ -204,8 +210,10 @@ def _local_beir_parts(data_dir: Path) -> dict[str, Path] | None:
 def _columns(table: Any, needed: Sequence[str], where: str) -> None:
     missing = [c for c in needed if c not in table.column_names]
     if missing:
-        raise DatasetFormatError(f"{where}: missing column(s) {', '.join(repr(m) for m in missing)} "
-                                 f"(columns: {', '.join(table.column_names)})")
+        raise DatasetFormatError(
+            f"{where}: missing column(s) {', '.join(repr(m) for m in missing)} "
+            f"(columns: {', '.join(table.column_names)})"
+        )
 
 
 # --------------------------------------------------------------------------- images
@@ -222,8 +230,9 @@ def _image_payload(value: Any, where: str) -> tuple[bytes | None, str | None]:
     raise DatasetFormatError(f"{where}: unsupported image value of type {type(value).__name__}")
 
 
-def _materialise(table: Any, rows: Sequence[int], ids: Sequence[str], out_dir: Path, where: str,
-                 progress: bool = True) -> dict[str, Path]:
+def _materialise(
+    table: Any, rows: Sequence[int], ids: Sequence[str], out_dir: Path, where: str, progress: bool = True
+) -> dict[str, Path]:
     """Write the image of ``table[rows[i]]`` as ``out_dir/<id>-<hash>.png`` for each ``ids[i]``
     (skipped when that file exists); returns ``{id: path}`` for the images that could be written."""
     import datasets
@@ -232,8 +241,11 @@ def _materialise(table: Any, rows: Sequence[int], ids: Sequence[str], out_dir: P
     from renderers.images import to_rgb
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    raw = table.cast_column(IMAGE, datasets.Image(decode=False)) if isinstance(
-        table.features.get(IMAGE), datasets.Image) else table
+    raw = (
+        table.cast_column(IMAGE, datasets.Image(decode=False))
+        if isinstance(table.features.get(IMAGE), datasets.Image)
+        else table
+    )
     from tqdm.auto import tqdm
 
     paths: dict[str, Path] = {}
@@ -241,8 +253,9 @@ def _materialise(table: Any, rows: Sequence[int], ids: Sequence[str], out_dir: P
     subset = raw.select_columns([IMAGE])
     if list(rows) != list(range(len(raw))):
         subset = subset.select(list(rows))
-    for cid, row in tqdm(zip(ids, subset), total=len(ids), desc="page images", unit="page",
-                         disable=not progress or len(ids) < 50):
+    for cid, row in tqdm(
+        zip(ids, subset), total=len(ids), desc="page images", unit="page", disable=not progress or len(ids) < 50
+    ):
         data, path = _image_payload(row[IMAGE], f"{where}: corpus id {cid!r}")
         try:
             if data is None:
@@ -270,9 +283,14 @@ def _materialise(table: Any, rows: Sequence[int], ids: Sequence[str], out_dir: P
                 tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
                 tmp.write_bytes(payload)
                 os.replace(tmp, target)
-        except Exception as exc:  # noqa: BLE001 - one bad image: report it, keep the rest
-            log.warning("%s: corpus id %s: unreadable image, left out of the corpus: %s: %s", where, cid,
-                        type(exc).__name__, exc)
+        except Exception as exc:
+            log.warning(
+                "%s: corpus id %s: unreadable image, left out of the corpus: %s: %s",
+                where,
+                cid,
+                type(exc).__name__,
+                exc,
+            )
             continue
         paths[cid] = target.resolve()
     return paths
@@ -310,8 +328,9 @@ def dataset_from_qa(table: Any, *, name: str, root: Path, where: str, progress: 
         query_page[text] = fn
     unique_files = list(first_row)
     ids = dict(zip(unique_files, _unique_ids(unique_files)))
-    images = _materialise(table, [first_row[f] for f in unique_files], [ids[f] for f in unique_files],
-                          root / "images", where, progress)
+    images = _materialise(
+        table, [first_row[f] for f in unique_files], [ids[f] for f in unique_files], root / "images", where, progress
+    )
     corpus = [CorpusItem(ids[f], image=images[ids[f]]) for f in unique_files if ids[f] in images]
     queries: list[Query] = []
     qrels: dict[str, dict[str, int]] = {}
@@ -334,8 +353,17 @@ def dataset_from_qa(table: Any, *, name: str, root: Path, where: str, progress: 
     return EvalDataset(name=name, root=root, corpus=corpus, queries=queries, qrels=qrels)
 
 
-def dataset_from_beir(corpus_t: Any, queries_t: Any, qrels_t: Any, *, name: str, root: Path, where: str,
-                      language: str | None = None, progress: bool = True) -> EvalDataset:
+def dataset_from_beir(
+    corpus_t: Any,
+    queries_t: Any,
+    qrels_t: Any,
+    *,
+    name: str,
+    root: Path,
+    where: str,
+    language: str | None = None,
+    progress: bool = True,
+) -> EvalDataset:
     """Corpus / queries / qrels of a BEIR-style dataset (ids as strings, judgements as given).
 
     ``language`` keeps only the queries whose ``language`` column equals it (ViDoRe v2's
@@ -355,8 +383,14 @@ def dataset_from_beir(corpus_t: Any, queries_t: Any, qrels_t: Any, *, name: str,
         first_row[cid] = i
     unique = list(first_row)
     safe = dict(zip(unique, _unique_ids(unique)))
-    images = _materialise(corpus_t, [first_row[c] for c in unique], [safe[c] for c in unique], root / "images",
-                          f"{where} [corpus]", progress)
+    images = _materialise(
+        corpus_t,
+        [first_row[c] for c in unique],
+        [safe[c] for c in unique],
+        root / "images",
+        f"{where} [corpus]",
+        progress,
+    )
     corpus = [CorpusItem(safe[c], image=images[safe[c]]) for c in unique if safe[c] in images]
 
     keep_lang: list[bool] | None = None
@@ -366,8 +400,9 @@ def dataset_from_beir(corpus_t: Any, queries_t: Any, qrels_t: Any, *, name: str,
         langs = [str(x) for x in queries_t["language"]]
         keep_lang = [x == language for x in langs]
         if not any(keep_lang):
-            raise DatasetFormatError(f"{where} [queries]: no query in language {language!r} "
-                                     f"(available: {', '.join(sorted(set(langs)))})")
+            raise DatasetFormatError(
+                f"{where} [queries]: no query in language {language!r} (available: {', '.join(sorted(set(langs)))})"
+            )
     qids = [str(q) for q in queries_t[QUERY_ID]]
     qtexts = list(queries_t[QUERY])
     qsafe = dict(zip(dict.fromkeys(qids), _unique_ids(list(dict.fromkeys(qids)))))
@@ -408,9 +443,16 @@ def dataset_from_beir(corpus_t: Any, queries_t: Any, qrels_t: Any, *, name: str,
 # --------------------------------------------------------------------------- entry point
 
 
-def load_hub_dataset(name: str, *, data_dir: str | Path | None = None, split: str = "test",
-                     cache_dir: str | Path, layout: str = "auto", language: str | None = None,
-                     progress: bool = True) -> EvalDataset:
+def load_hub_dataset(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    split: str = "test",
+    cache_dir: str | Path,
+    layout: str = "auto",
+    language: str | None = None,
+    progress: bool = True,
+) -> EvalDataset:
     """Load a BEIR-style or QA-style retrieval set as an :class:`EvalDataset`.
 
     ``name``: a hub dataset id (``vidore/docvqa_test_subsampled``; a ViDoRe task may be
@@ -441,36 +483,61 @@ def load_hub_dataset(name: str, *, data_dir: str | Path | None = None, split: st
         if layout == "qa":
             parts = None
         elif layout == "beir" and parts is None and not (local / "dataset_dict.json").is_file():
-            raise DatasetFormatError(f"{local}: a BEIR-style copy needs corpus, queries and qrels "
-                                     "(directories or .parquet files)")
+            raise DatasetFormatError(
+                f"{local}: a BEIR-style copy needs corpus, queries and qrels (directories or .parquet files)"
+            )
         if parts is not None:
             tables = {c: _disk_table(p, split, cache_root) for c, p in parts.items()}
-            return dataset_from_beir(tables["corpus"], tables["queries"], tables["qrels"], name=name, root=root,
-                                     where=where, language=language, progress=progress)
+            return dataset_from_beir(
+                tables["corpus"],
+                tables["queries"],
+                tables["qrels"],
+                name=name,
+                root=root,
+                where=where,
+                language=language,
+                progress=progress,
+            )
         if (local / "dataset_dict.json").is_file() and layout != "qa":
             import datasets
 
             dd = datasets.load_from_disk(str(local))
             if all(c in dd for c in BEIR_CONFIGS):
-                return dataset_from_beir(dd["corpus"], dd["queries"], dd["qrels"], name=name, root=root,
-                                         where=where, language=language, progress=progress)
+                return dataset_from_beir(
+                    dd["corpus"],
+                    dd["queries"],
+                    dd["qrels"],
+                    name=name,
+                    root=root,
+                    where=where,
+                    language=language,
+                    progress=progress,
+                )
             if layout == "beir":
-                raise DatasetFormatError(f"{local}: a BEIR-style copy needs corpus, queries and qrels "
-                                         f"(found: {', '.join(dd)})")
-        return dataset_from_qa(_disk_table(local, split, cache_root), name=name, root=root, where=where,
-                               progress=progress)
+                raise DatasetFormatError(
+                    f"{local}: a BEIR-style copy needs corpus, queries and qrels (found: {', '.join(dd)})"
+                )
+        return dataset_from_qa(
+            _disk_table(local, split, cache_root), name=name, root=root, where=where, progress=progress
+        )
 
     hub_id = resolve_name(name)
     root = cache_root / "datasets" / _slug(hub_id) / _slug(split)
     if layout == "auto":
         layout = "qa" if hub_id in VIDORE_V1 else "beir" if hub_id in VIDORE_V2 else "auto"
     if layout in ("beir", "auto"):
-        corpus_t = _hub_table(hub_id, "corpus", split) if layout == "beir" else _hub_has_config(hub_id, "corpus",
-                                                                                                  split)
+        corpus_t = _hub_table(hub_id, "corpus", split) if layout == "beir" else _hub_has_config(hub_id, "corpus", split)
         if corpus_t is not None:
-            return dataset_from_beir(corpus_t, _hub_table(hub_id, "queries", split),
-                                     _hub_table(hub_id, "qrels", split), name=hub_id, root=root, where=hub_id,
-                                     language=language, progress=progress)
+            return dataset_from_beir(
+                corpus_t,
+                _hub_table(hub_id, "queries", split),
+                _hub_table(hub_id, "qrels", split),
+                name=hub_id,
+                root=root,
+                where=hub_id,
+                language=language,
+                progress=progress,
+            )
     return dataset_from_qa(_hub_table(hub_id, None, split), name=hub_id, root=root, where=hub_id, progress=progress)
 
 

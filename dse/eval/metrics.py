@@ -37,10 +37,15 @@ def metric_names(k_values: Sequence[int] = DEFAULT_K_VALUES) -> list[str]:
 
 def label(name: str) -> str:
     """Display label of a metric key: ``ndcg_cut_5`` -> ``nDCG@5``, ``recip_rank_10`` -> ``MRR@10``."""
-    for prefix, text in (("ndcg_cut_", "nDCG@"), ("recall_", "Recall@"), ("recip_rank_", "MRR@"), ("P_", "P@"),
-                         ("map_cut_", "MAP@")):
+    for prefix, text in (
+        ("ndcg_cut_", "nDCG@"),
+        ("recall_", "Recall@"),
+        ("recip_rank_", "MRR@"),
+        ("P_", "P@"),
+        ("map_cut_", "MAP@"),
+    ):
         if name.startswith(prefix):
-            return text + name[len(prefix):]
+            return text + name[len(prefix) :]
     return {"recip_rank": "MRR", "map": "MAP"}.get(name, name)
 
 

@@ -57,8 +57,9 @@ def tesseract_version() -> str:
     try:
         return str(pt.get_tesseract_version())
     except pt.TesseractNotFoundError as exc:
-        raise OcrUnavailable("tesseract is not installed or not on PATH (Debian: apt-get install tesseract-ocr)"
-                             ) from exc
+        raise OcrUnavailable(
+            "tesseract is not installed or not on PATH (Debian: apt-get install tesseract-ocr)"
+        ) from exc
 
 
 def check_language(lang: str) -> None:
@@ -70,13 +71,16 @@ def check_language(lang: str) -> None:
     try:
         installed = set(pt.get_languages(config=""))
     except pt.TesseractNotFoundError as exc:
-        raise OcrUnavailable("tesseract is not installed or not on PATH (Debian: apt-get install tesseract-ocr)"
-                             ) from exc
+        raise OcrUnavailable(
+            "tesseract is not installed or not on PATH (Debian: apt-get install tesseract-ocr)"
+        ) from exc
     missing = [part for part in wanted if part not in installed]
     if missing:
-        raise OcrUnavailable(f"tesseract has no language data for {', '.join(missing)} (installed: "
-                             f"{', '.join(sorted(installed)) or 'none'}); on Debian install "
-                             f"{', '.join('tesseract-ocr-' + m.replace('_', '-').lower() for m in missing)}")
+        raise OcrUnavailable(
+            f"tesseract has no language data for {', '.join(missing)} (installed: "
+            f"{', '.join(sorted(installed)) or 'none'}); on Debian install "
+            f"{', '.join('tesseract-ocr-' + m.replace('_', '-').lower() for m in missing)}"
+        )
 
 
 def image_key(image: Image.Image, lang: str, version: str) -> str:
@@ -97,8 +101,9 @@ def ocr_image(image: Image.Image, lang: str = "eng", *, timeout: float = 0) -> s
     try:
         return str(pt.image_to_string(image, lang=lang, timeout=timeout))
     except pt.TesseractNotFoundError as exc:
-        raise OcrUnavailable("tesseract is not installed or not on PATH (Debian: apt-get install tesseract-ocr)"
-                             ) from exc
+        raise OcrUnavailable(
+            "tesseract is not installed or not on PATH (Debian: apt-get install tesseract-ocr)"
+        ) from exc
 
 
 class OcrCache:
@@ -111,8 +116,10 @@ class OcrCache:
         self._db = sqlite3.connect(str(self.path) if self.path is not None else ":memory:", check_same_thread=False)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("CREATE TABLE IF NOT EXISTS ocr (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
-                             "lang TEXT NOT NULL, version TEXT NOT NULL, created REAL NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS ocr (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
+                "lang TEXT NOT NULL, version TEXT NOT NULL, created REAL NOT NULL)"
+            )
             self._db.commit()
         self._pending = 0
 
@@ -128,8 +135,10 @@ class OcrCache:
 
     def put(self, key: str, text: str, *, lang: str, version: str) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO ocr (key, text, lang, version, created) VALUES (?, ?, ?, ?, ?)",
-                             (key, text, lang, version, time.time()))
+            self._db.execute(
+                "INSERT OR REPLACE INTO ocr (key, text, lang, version, created) VALUES (?, ?, ?, ?, ?)",
+                (key, text, lang, version, time.time()),
+            )
             self._pending += 1
             if self._pending >= _COMMIT_EVERY:
                 self._db.commit()
@@ -171,9 +180,16 @@ def _single_threaded_tesseract(active: bool) -> Iterator[None]:
         os.environ.pop("OMP_THREAD_LIMIT", None)
 
 
-def ocr_pages(pages: Iterable[tuple[str, Image.Image]], *, lang: str = "eng", cache: OcrCache | None = None,
-              workers: int | None = None, progress: bool = True, total: int | None = None,
-              timeout: float = 0) -> dict[str, str]:
+def ocr_pages(
+    pages: Iterable[tuple[str, Image.Image]],
+    *,
+    lang: str = "eng",
+    cache: OcrCache | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    total: int | None = None,
+    timeout: float = 0,
+) -> dict[str, str]:
     """OCR every ``(page id, RGB image)`` of ``pages``; returns ``{page id: text}``.
 
     Cached pages are not OCR'd again. A page tesseract fails on is logged and gets empty
@@ -198,9 +214,13 @@ def ocr_pages(pages: Iterable[tuple[str, Image.Image]], *, lang: str = "eng", ca
             text = fut.result()
         except OcrUnavailable:
             raise
-        except Exception as exc:  # noqa: BLE001 - one unreadable page must not stop the job
-            log.warning("OCR failed for page %s: %s: %s; treated as empty text", pid, type(exc).__name__,
-                        str(exc).strip() or "no message")
+        except Exception as exc:
+            log.warning(
+                "OCR failed for page %s: %s: %s; treated as empty text",
+                pid,
+                type(exc).__name__,
+                str(exc).strip() or "no message",
+            )
             stats["failed"] += 1
             texts[pid] = ""
         else:

@@ -129,8 +129,9 @@ def _corpus_keys(dataset: EvalDataset) -> dict[tuple[str, int], list[str]]:
     return keys
 
 
-def _add_corpus(col: Collection, dataset: EvalDataset, settings: RenderSettings, *, batch_size: int,
-                progress: bool) -> tuple[int, list[CorpusFailure]]:
+def _add_corpus(
+    col: Collection, dataset: EvalDataset, settings: RenderSettings, *, batch_size: int, progress: bool
+) -> tuple[int, list[CorpusFailure]]:
     """Add every corpus page to ``col`` (only missing ones are encoded). Returns (pages encoded, failures)."""
     images = sorted({str(Path(c.image).resolve()) for c in dataset.corpus if c.image is not None})
     pages_by_source: dict[str, set[int]] = {}
@@ -155,10 +156,13 @@ def _add_corpus(col: Collection, dataset: EvalDataset, settings: RenderSettings,
     failures: list[CorpusFailure] = []
     ids_by_source: dict[str, list[str]] = {}
     for c in dataset.corpus:
-        ids_by_source.setdefault(str(Path(c.image).resolve()) if c.image is not None else str(c.source), []).append(c.id)
+        ids_by_source.setdefault(str(Path(c.image).resolve()) if c.image is not None else str(c.source), []).append(
+            c.id
+        )
     for sources, batch_settings in batches:
-        report = col.add(sources, batch_size=batch_size, render_settings=batch_settings, sidecars=False,
-                         progress=progress)
+        report = col.add(
+            sources, batch_size=batch_size, render_settings=batch_settings, sidecars=False, progress=progress
+        )
         encoded += report.pages
         for f in report.failures:
             for cid in ids_by_source.get(f.source, []) or [f.source]:
@@ -187,8 +191,9 @@ def _load_query_image(path: Path) -> Any:
     return load_image(path)
 
 
-def _encode_queries(encoder: Encoder, queries: Sequence[Query], *, batch_size: int, progress: bool
-                    ) -> tuple[list[str], list[Any], list[CorpusFailure]]:
+def _encode_queries(
+    encoder: Encoder, queries: Sequence[Query], *, batch_size: int, progress: bool
+) -> tuple[list[str], list[Any], list[CorpusFailure]]:
     """Encode queries grouped by kind (text, image, fused). Returns (ids, vectors, failures);
     a query that cannot be encoded (unreadable image, encoder error) is reported and skipped."""
     from dse.encoders import EncoderError
@@ -200,9 +205,10 @@ def _encode_queries(encoder: Encoder, queries: Sequence[Query], *, batch_size: i
         if q.image is not None:
             try:
                 image = _load_query_image(q.image)
-            except Exception as exc:  # noqa: BLE001 - reported, the other queries go on
-                failures.append(CorpusFailure(q.id, str(q.image), f"cannot read query image: {exc}",
-                                              type(exc).__name__))
+            except Exception as exc:
+                failures.append(
+                    CorpusFailure(q.id, str(q.image), f"cannot read query image: {exc}", type(exc).__name__)
+                )
                 continue
         kind = "fused" if (q.text and image is not None) else ("image" if image is not None else "text")
         groups[kind].append((q, image))
@@ -332,11 +338,13 @@ def evaluate(
             page_map = _page_map(col, dataset)
             missing = len(dataset.corpus) - sum(len(v) for v in page_map.values())
             if missing:
-                log.warning("%d of %d corpus pages could not be indexed; evaluating the rest", missing,
-                            len(dataset.corpus))
+                log.warning(
+                    "%d of %d corpus pages could not be indexed; evaluating the rest", missing, len(dataset.corpus)
+                )
             t2 = time.perf_counter()
-            qids, vectors, q_failures = _encode_queries(encoder, dataset.queries, batch_size=batch_size,
-                                                        progress=progress)
+            qids, vectors, q_failures = _encode_queries(
+                encoder, dataset.queries, batch_size=batch_size, progress=progress
+            )
             timings["queries"] = time.perf_counter() - t2
             t3 = time.perf_counter()
             ranked = _search(col, vectors, page_map, depth)
@@ -349,16 +357,34 @@ def evaluate(
     run: Run = {qid: scores for qid, scores in zip(qids, ranked)}
     metrics, per_query = compute_metrics(run, dataset.qrels, k_values)
     timings["total"] = time.perf_counter() - t0
-    info = {"encoder": dict(encoder.settings), "depth": depth, "index": index, "k_values": list(k_values),
-            "render": settings.to_dict(), "corpus_pages": len(dataset.corpus), "queries": len(dataset.queries),
-            "evaluated_queries": len(per_query)}
-    return EvalResult(run=run, metrics=metrics, per_query=per_query, encoded_pages=encoded,
-                      failures=failures + q_failures, collection=None if tmp is not None else directory,
-                      settings=info, seconds=timings)
+    info = {
+        "encoder": dict(encoder.settings),
+        "depth": depth,
+        "index": index,
+        "k_values": list(k_values),
+        "render": settings.to_dict(),
+        "corpus_pages": len(dataset.corpus),
+        "queries": len(dataset.queries),
+        "evaluated_queries": len(per_query),
+    }
+    return EvalResult(
+        run=run,
+        metrics=metrics,
+        per_query=per_query,
+        encoded_pages=encoded,
+        failures=failures + q_failures,
+        collection=None if tmp is not None else directory,
+        settings=info,
+        seconds=timings,
+    )
 
 
 def score_run(run: Run, dataset: EvalDataset, k_values: Iterable[int] = DEFAULT_K_VALUES) -> EvalResult:
     """An :class:`EvalResult` for a run made elsewhere (BM25-OCR, a fused run, a run file)."""
     metrics, per_query = compute_metrics(run, dataset.qrels, tuple(k_values))
-    return EvalResult(run=run, metrics=metrics, per_query=per_query,
-                      settings={"k_values": list(k_values), "evaluated_queries": len(per_query)})
+    return EvalResult(
+        run=run,
+        metrics=metrics,
+        per_query=per_query,
+        settings={"k_values": list(k_values), "evaluated_queries": len(per_query)},
+    )

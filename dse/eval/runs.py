@@ -83,8 +83,9 @@ def read_run(path: str | Path) -> Run:
             continue
         cols = line.split()
         if len(cols) != 6:
-            raise RunFormatError(f"{path}:{lineno}: expected 6 columns 'qid Q0 docid rank score tag', "
-                                 f"got {len(cols)}: {line!r}")
+            raise RunFormatError(
+                f"{path}:{lineno}: expected 6 columns 'qid Q0 docid rank score tag', got {len(cols)}: {line!r}"
+            )
         qid, _, doc, _, score_text, _ = cols
         try:
             score = float(score_text)
@@ -110,9 +111,15 @@ def metrics_path_for(run_path: str | Path) -> Path:
     return run_path.with_name(run_path.stem + ".metrics.json")
 
 
-def write_metrics(path: str | Path, *, metrics: Mapping[str, float], per_query: Mapping[str, Mapping[str, float]],
-                  qrels: Mapping[str, Mapping[str, int]] | None = None, run_file: str | Path | None = None,
-                  **info: Any) -> Path:
+def write_metrics(
+    path: str | Path,
+    *,
+    metrics: Mapping[str, float],
+    per_query: Mapping[str, Mapping[str, float]],
+    qrels: Mapping[str, Mapping[str, int]] | None = None,
+    run_file: str | Path | None = None,
+    **info: Any,
+) -> Path:
     """Write a metrics JSON (``info``: dataset, model, k_values, settings, timings ...)."""
     path = Path(path)
     doc: dict[str, Any] = {"format": METRICS_FORMAT, "version": 1}

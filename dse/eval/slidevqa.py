@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 CORPUS_SCOPES = ("all", "questions")
-_SLIDESHARE = re.compile(r"-(\d+)-\d+$")              # <slug>-<n>-<width>
+_SLIDESHARE = re.compile(r"-(\d+)-\d+$")  # <slug>-<n>-<width>
 _NAMED = re.compile(r"(?:slide|page)[ _-]?(\d+)", re.IGNORECASE)
 _TRAILING = re.compile(r"(\d+)$")
 
@@ -99,10 +99,14 @@ def _check_line(obj: Any, where: str) -> tuple[str, str, str, list[int], list[st
         raise DatasetFormatError(f"{where}: 'deck_name' must be a non-empty string, got {deck!r}")
     if not isinstance(question, str) or not question.strip():
         raise DatasetFormatError(f"{where}: empty or non-string 'question'")
-    if (not isinstance(pages, list) or not pages
-            or any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in pages)):
-        raise DatasetFormatError(f"{where}: 'evidence_pages' must be a non-empty list of 1-based slide numbers, "
-                                 f"got {pages!r}")
+    if (
+        not isinstance(pages, list)
+        or not pages
+        or any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in pages)
+    ):
+        raise DatasetFormatError(
+            f"{where}: 'evidence_pages' must be a non-empty list of 1-based slide numbers, got {pages!r}"
+        )
     urls = obj.get("image_urls")
     if urls is not None and (not isinstance(urls, list) or not all(isinstance(u, str) for u in urls)):
         raise DatasetFormatError(f"{where}: 'image_urls' must be a list of strings")
@@ -149,8 +153,14 @@ def _deck_slides(directory: Path, urls: list[str] | None) -> dict[int, Path]:
     return slides
 
 
-def convert_slidevqa(json_path: str | Path, images_dir: str | Path, out_dir: str | Path, split: str = "test", *,
-                     corpus_scope: str = "all") -> Path:
+def convert_slidevqa(
+    json_path: str | Path,
+    images_dir: str | Path,
+    out_dir: str | Path,
+    split: str = "test",
+    *,
+    corpus_scope: str = "all",
+) -> Path:
     """Convert SlideVQA's released QA annotations + slide images into the local format.
 
     See the module docstring for the accepted layout. Questions whose deck has no images,
@@ -179,8 +189,11 @@ def convert_slidevqa(json_path: str | Path, images_dir: str | Path, out_dir: str
     wanted = sorted(decks) if corpus_scope == "all" else sorted({d for _, (_, d, *_) in lines if d in decks})
     slides = {deck: _deck_slides(decks[deck], urls_by_deck.get(deck)) for deck in wanted}
 
-    corpus = [CorpusItem(f"{_safe(deck)}_{n}", image=path.resolve())
-              for deck in wanted for n, path in sorted(slides[deck].items())]
+    corpus = [
+        CorpusItem(f"{_safe(deck)}_{n}", image=path.resolve())
+        for deck in wanted
+        for n, path in sorted(slides[deck].items())
+    ]
     queries: list[Query] = []
     qrels: dict[str, dict[str, int]] = {}
     seen: dict[str, int] = {}
@@ -197,8 +210,12 @@ def convert_slidevqa(json_path: str | Path, images_dir: str | Path, out_dir: str
         found = [n for n in pages if n in slides[deck]]
         if len(found) < len(pages):
             missing_slides += len(pages) - len(found)
-            log.warning("%s: evidence slide(s) %s of deck %s have no image", where,
-                        ", ".join(str(n) for n in pages if n not in slides[deck]), deck)
+            log.warning(
+                "%s: evidence slide(s) %s of deck %s have no image",
+                where,
+                ", ".join(str(n) for n in pages if n not in slides[deck]),
+                deck,
+            )
         if not found:
             dropped += 1
             continue
@@ -206,8 +223,16 @@ def convert_slidevqa(json_path: str | Path, images_dir: str | Path, out_dir: str
         qrels[qid] = {f"{_safe(deck)}_{n}": 1 for n in found}
     if not queries:
         raise DatasetFormatError(f"{json_path}: no question has an evidence slide image under {images_root}")
-    log.info("SlideVQA %s: %d slides from %d decks, %d questions (%d without deck images, %d without any "
-             "evidence image; %d evidence slides missing)", split, len(corpus), len(wanted), len(queries), no_deck,
-             dropped, missing_slides)
+    log.info(
+        "SlideVQA %s: %d slides from %d decks, %d questions (%d without deck images, %d without any "
+        "evidence image; %d evidence slides missing)",
+        split,
+        len(corpus),
+        len(wanted),
+        len(queries),
+        no_deck,
+        dropped,
+        missing_slides,
+    )
     dataset = EvalDataset(name=f"slidevqa-{split}", root=Path(out_dir), corpus=corpus, queries=queries, qrels=qrels)
     return write_local_dataset(dataset, out_dir, split)

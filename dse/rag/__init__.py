@@ -14,8 +14,7 @@
 Model code (torch, transformers) is imported only when a generator is loaded.
 """
 
-from dse.rag.answer import (Answer, NoPagesError, answer_question, build_answer, parse_citations,
-                            validate_request)
+from dse.rag.answer import Answer, NoPagesError, answer_question, build_answer, parse_citations, validate_request
 from dse.rag.generator import DEFAULT_GENERATOR, Generator, GeneratorError, RAGError
 
 __all__ = [

@@ -34,8 +34,7 @@ class NoPagesError(RAGError):
 
 
 #: ``[1]``, ``[1, 3]``, ``[2-4]``, ``[1][2]``, ``[page 2]``, ``[p. 2]``, ``[Pages 1 and 3]``.
-_CITATION = re.compile(
-    r"\[\s*(?:pages?|pp?\.?)?\s*(\d+(?:\s*(?:,|;|-|\u2013|and|&)\s*\d+)*)\s*\]", re.IGNORECASE)
+_CITATION = re.compile(r"\[\s*(?:pages?|pp?\.?)?\s*(\d+(?:\s*(?:,|;|-|\u2013|and|&)\s*\d+)*)\s*\]", re.IGNORECASE)
 _NUMBER_OR_RANGE = re.compile(r"(\d+)\s*(?:[-\u2013]\s*(\d+))?")
 
 
@@ -50,10 +49,8 @@ def parse_citations(text: str, n_pages: int) -> list[int]:
         for part in _NUMBER_OR_RANGE.finditer(match.group(1)):
             lo = int(part.group(1))
             hi = int(part.group(2)) if part.group(2) else lo
-            if hi < lo or hi - lo > n_pages:  # a reversed or implausible range: take its ends only
-                numbers = [lo, hi]
-            else:
-                numbers = list(range(lo, hi + 1))
+            # a reversed or implausible range: take its ends only
+            numbers = [lo, hi] if hi < lo or hi - lo > n_pages else list(range(lo, hi + 1))
             for number in numbers:
                 if 1 <= number <= n_pages:
                     if number not in found:
@@ -104,14 +101,22 @@ class Answer:
         }
 
 
-def build_answer(question: str, text: str, pages: list[Hit], *, generator: str | None = None,
-                 timings: dict[str, float] | None = None) -> Answer:
+def build_answer(
+    question: str, text: str, pages: list[Hit], *, generator: str | None = None, timings: dict[str, float] | None = None
+) -> Answer:
     """An :class:`Answer` for generated ``text`` over ``pages`` (rank order), citations resolved."""
     citations = parse_citations(text, len(pages))
     cited = [pages[n - 1] for n in citations] if citations else list(pages)
-    return Answer(question=question, answer=text, pages=list(pages), citations=citations, cited_pages=cited,
-                  cited_pages_source="citations" if citations else "all_retrieved", generator=generator,
-                  timings=dict(timings or {}))
+    return Answer(
+        question=question,
+        answer=text,
+        pages=list(pages),
+        citations=citations,
+        cited_pages=cited,
+        cited_pages_source="citations" if citations else "all_retrieved",
+        generator=generator,
+        timings=dict(timings or {}),
+    )
 
 
 def validate_request(question: Any, k: Any) -> str:
@@ -140,8 +145,9 @@ def load_page_images(hits: list[Hit]) -> tuple[list[Hit], list[Image.Image]]:
     return kept, images
 
 
-def answer_question(collection: Collection, question: str, *, generator: Generator, k: int = 3,
-                    where: dict | None = None) -> Answer:
+def answer_question(
+    collection: Collection, question: str, *, generator: Generator, k: int = 3, where: dict | None = None
+) -> Answer:
     """Answer ``question`` from the top-``k`` pages of ``collection`` (see the module doc).
 
     Raises :class:`RAGError` for an empty question or ``k < 1``, :class:`NoPagesError` when no page
@@ -155,13 +161,21 @@ def answer_question(collection: Collection, question: str, *, generator: Generat
     t1 = time.perf_counter()
     if not pages:
         if hits:
-            raise NoPagesError(f"none of the {len(hits)} retrieved page images can be read; "
-                               f"the collection {collection.directory} may be damaged")
+            raise NoPagesError(
+                f"none of the {len(hits)} retrieved page images can be read; "
+                f"the collection {collection.directory} may be damaged"
+            )
         what = "no page matches the filter" if where else "the collection has no pages"
         raise NoPagesError(f"nothing to answer from: {what} ({collection.directory})")
     text = generator.generate(question, images)
     t2 = time.perf_counter()
-    logger.info("answered from %d page(s) in %.2fs (retrieve %.2fs, generate %.2fs)", len(pages), t2 - t0,
-                t1 - t0, t2 - t1)
-    return build_answer(question, text, pages, generator=generator.name,
-                        timings={"retrieve": t1 - t0, "generate": t2 - t1, "total": t2 - t0})
+    logger.info(
+        "answered from %d page(s) in %.2fs (retrieve %.2fs, generate %.2fs)", len(pages), t2 - t0, t1 - t0, t2 - t1
+    )
+    return build_answer(
+        question,
+        text,
+        pages,
+        generator=generator.name,
+        timings={"retrieve": t1 - t0, "generate": t2 - t1, "total": t2 - t0},
+    )

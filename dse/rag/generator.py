@@ -73,8 +73,17 @@ class Generator:
         "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
     }
 
-    def __init__(self, *, name: str, model: Any, processor: Any, runtime: Any, max_new_tokens: int,
-                 min_pixels: int, max_pixels: int) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        model: Any,
+        processor: Any,
+        runtime: Any,
+        max_new_tokens: int,
+        min_pixels: int,
+        max_pixels: int,
+    ) -> None:
         self.name = name
         self.model = model
         self.processor = processor
@@ -120,7 +129,8 @@ class Generator:
         if model_type not in cls._MODEL_CLASSES:
             raise GeneratorError(
                 f"{model!r} is not a Qwen2-VL / Qwen2.5-VL model (model_type {model_type or 'missing'!r}); "
-                f"the generator must be a Qwen2-VL or Qwen2.5-VL Instruct checkpoint such as {DEFAULT_GENERATOR}")
+                f"the generator must be a Qwen2-VL or Qwen2.5-VL Instruct checkpoint such as {DEFAULT_GENERATOR}"
+            )
         lo = cls.DEFAULT_MIN_PIXELS if min_pixels is None else min_pixels
         hi = cls.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
         if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
@@ -134,12 +144,14 @@ class Generator:
             # rows; generation runs one unpadded sequence, and SDPA avoids materialising the
             # (patches x patches) attention matrices of the vision tower.
             runtime = Runtime(device=runtime.device, dtype=runtime.dtype, attn_implementation="sdpa")
-        return cls._from_source(source, model_type=model_type, runtime=runtime, max_new_tokens=max_new_tokens,
-                                min_pixels=lo, max_pixels=hi)
+        return cls._from_source(
+            source, model_type=model_type, runtime=runtime, max_new_tokens=max_new_tokens, min_pixels=lo, max_pixels=hi
+        )
 
     @classmethod
-    def _from_source(cls, source: Any, *, model_type: str, runtime: Any, max_new_tokens: int, min_pixels: int,
-                     max_pixels: int) -> Generator:
+    def _from_source(
+        cls, source: Any, *, model_type: str, runtime: Any, max_new_tokens: int, min_pixels: int, max_pixels: int
+    ) -> Generator:
         import transformers
         from transformers import AutoProcessor
 
@@ -150,15 +162,23 @@ class Generator:
             processor = load_processor(AutoProcessor, source)
             set_qwen_pixels(processor.image_processor, min_pixels, max_pixels)
             if not getattr(processor, "chat_template", None):  # checked before the (large) weights load
-                raise GeneratorError(f"{source.name!r} has no chat template; use an Instruct checkpoint "
-                                     f"(e.g. {DEFAULT_GENERATOR})")
+                raise GeneratorError(
+                    f"{source.name!r} has no chat template; use an Instruct checkpoint (e.g. {DEFAULT_GENERATOR})"
+                )
             model = load_pretrained(getattr(transformers, cls._MODEL_CLASSES[model_type]), source, runtime)
         except EncoderError as exc:
             raise GeneratorError(str(exc)) from exc
         _make_greedy(model.generation_config, processor.tokenizer)
         logger.info("loaded generator %s on %s (%s)", source.model, runtime.device, runtime.dtype_name)
-        return cls(name=source.model, model=model, processor=processor, runtime=runtime,
-                   max_new_tokens=max_new_tokens, min_pixels=min_pixels, max_pixels=max_pixels)
+        return cls(
+            name=source.model,
+            model=model,
+            processor=processor,
+            runtime=runtime,
+            max_new_tokens=max_new_tokens,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
+        )
 
     # ------------------------------------------------------------------- inputs
     def messages(self, question: str, images: Sequence[Image.Image]) -> list[dict[str, Any]]:
@@ -166,8 +186,9 @@ class Generator:
         content: list[dict[str, Any]] = []
         for number, image in enumerate(images, start=1):
             content.append({"type": "text", "text": self.PAGE_LABEL.format(number=number)})
-            content.append({"type": "image", "image": image, "min_pixels": self.min_pixels,
-                            "max_pixels": self.max_pixels})
+            content.append(
+                {"type": "image", "image": image, "min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+            )
         content.append({"type": "text", "text": self.PROMPT.format(n=len(images), question=question)})
         return [{"role": "user", "content": content}]
 
@@ -203,9 +224,10 @@ class Generator:
         inputs = self.prepare(question, images)
         with self._lock, torch.inference_mode():
             out = self.model.generate(**inputs, generation_config=self._generation_config())
-        new_tokens = out[:, inputs["input_ids"].shape[1]:]
-        return self.processor.batch_decode(new_tokens, skip_special_tokens=True,
-                                           clean_up_tokenization_spaces=False)[0].strip()
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        return self.processor.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)[
+            0
+        ].strip()
 
     def stream(self, question: str, images: list[Image.Image]) -> Iterator[str]:
         """Yield the answer as it is decoded (text pieces; their concatenation, stripped, equals
@@ -215,15 +237,16 @@ class Generator:
         from transformers import TextIteratorStreamer
 
         inputs = self.prepare(question, images)
-        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True,
-                                        clean_up_tokenization_spaces=False)
+        streamer = TextIteratorStreamer(
+            self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
         failure: list[BaseException] = []
 
         def work() -> None:
             try:
                 with self._lock, torch.inference_mode():
                     self.model.generate(**inputs, generation_config=self._generation_config(), streamer=streamer)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            except BaseException as exc:
                 failure.append(exc)
                 streamer.end()
 
@@ -279,7 +302,8 @@ def _check_images(images: Sequence[Image.Image]) -> list[Image.Image]:
         if im.width < 1 or im.height < 1:
             raise GeneratorError(f"page [{i}] is an empty image ({im.width}x{im.height})")
         if max(im.size) / min(im.size) > 200:
-            raise GeneratorError(f"page [{i}] is {im.width}x{im.height} px: aspect ratio above 200:1, which "
-                                 "Qwen2-VL cannot take")
+            raise GeneratorError(
+                f"page [{i}] is {im.width}x{im.height} px: aspect ratio above 200:1, which Qwen2-VL cannot take"
+            )
         out.append(im if im.mode == "RGB" else im.convert("RGB"))
     return out

@@ -6,25 +6,7 @@ micro-batcher), ``limits`` (request limits), ``security`` (API key, bind rule), 
 (the web page: plain HTML + vanilla JS).
 """
 
-from __future__ import annotations
+import lazy_loader as _lazy
 
-from typing import Any
-
-__all__ = ["Limits", "QueryBatcher", "create_app"]
-
-
-def __getattr__(name: str) -> Any:
-    # lazy: importing dse.server must not import FastAPI/torch until used
-    if name == "create_app":
-        from dse.server.app import create_app
-
-        return create_app
-    if name == "Limits":
-        from dse.server.limits import Limits
-
-        return Limits
-    if name == "QueryBatcher":
-        from dse.server.batching import QueryBatcher
-
-        return QueryBatcher
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# lazy: importing dse.server must not import FastAPI/torch until used
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)

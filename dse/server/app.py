@@ -32,7 +32,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -61,8 +61,9 @@ class SearchRequest(BaseModel):
 
     text: str | None = Field(None, description="query text", examples=["revenue by region"])
     k: int = Field(10, description="number of hits")
-    filters: dict[str, Any] | None = Field(None, description="metadata filters, key: value (string equality, AND)",
-                                           examples=[{"team": "finance"}])
+    filters: dict[str, Any] | None = Field(
+        None, description="metadata filters, key: value (string equality, AND)", examples=[{"team": "finance"}]
+    )
     where: dict[str, Any] | None = Field(None, description="alias of filters")
     fusion: str | None = Field(None, description="'rrf': late fusion of text-only and image-only rankings")
 
@@ -121,7 +122,7 @@ _SEARCH_OPENAPI: dict[str, Any] = {
                         "image": {"type": "string", "format": "binary", "description": "query image"},
                         "text": {"type": "string", "description": "optional text (fused query)"},
                         "k": {"type": "integer", "default": 10},
-                        "filters": {"type": "string", "description": "JSON object, e.g. {\"team\": \"finance\"}"},
+                        "filters": {"type": "string", "description": 'JSON object, e.g. {"team": "finance"}'},
                         "fusion": {"type": "string", "enum": ["rrf"]},
                     },
                 }
@@ -150,10 +151,15 @@ def answer_out(answer: Any) -> dict[str, Any]:
         return {**hit_out(hit), "number": number, "cited": number in citations}
 
     cited = getattr(answer, "cited_pages", None) or list(answer.pages)
-    return {"question": answer.question, "answer": answer.answer, "pages": [page(h) for h in answer.pages],
-            "citations": citations, "cited_pages": [page(h) for h in cited],
-            "cited_pages_source": getattr(answer, "cited_pages_source", "citations" if citations else "all_retrieved"),
-            "generator": getattr(answer, "generator", None)}
+    return {
+        "question": answer.question,
+        "answer": answer.answer,
+        "pages": [page(h) for h in answer.pages],
+        "citations": citations,
+        "cited_pages": [page(h) for h in cited],
+        "cited_pages_source": getattr(answer, "cited_pages_source", "citations" if citations else "all_retrieved"),
+        "generator": getattr(answer, "generator", None),
+    }
 
 
 # -------------------------------------------------------------- body limit
@@ -169,8 +175,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        too_large = JSONResponse({"detail": f"the request body is too large (limit {self.max_bytes} bytes)"},
-                                 status_code=413)
+        too_large = JSONResponse(
+            {"detail": f"the request body is too large (limit {self.max_bytes} bytes)"}, status_code=413
+        )
         if declared is not None:
             try:
                 if int(declared) > self.max_bytes:
@@ -235,13 +242,22 @@ def create_app(
     so errors (missing collection, model not loadable) surface before serving.
     """
     limits = limits or Limits()
-    state = ServerState(collection_dir, device=device, adapter=adapter, generator=generator,
-                        micro_batch=micro_batch, batch_window_ms=batch_window_ms, max_batch=max_batch,
-                        limits=limits, refresh_interval=refresh_interval, encoder=encoder,
-                        generator_options=generator_options)
+    state = ServerState(
+        collection_dir,
+        device=device,
+        adapter=adapter,
+        generator=generator,
+        micro_batch=micro_batch,
+        batch_window_ms=batch_window_ms,
+        max_batch=max_batch,
+        limits=limits,
+        refresh_interval=refresh_interval,
+        encoder=encoder,
+        generator_options=generator_options,
+    )
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI):  # noqa: ANN202
+    async def lifespan(_: FastAPI):
         yield
         state.close()
 
@@ -267,8 +283,11 @@ def create_app(
         message = f"{where}: {first.get('msg')}" if where else str(first.get("msg", "invalid request"))
         return JSONResponse({"detail": message, "errors": jsonable_encoder(errors)}, status_code=422)
 
-    async def require_key(request: Request, header_key: str | None = Depends(api_key_header),
-                          credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def require_key(
+        request: Request,
+        header_key: Annotated[str | None, Depends(api_key_header)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
         verify_key(api_key, request_key(request, header_key, credentials))
 
     protected = [Depends(require_key)]
@@ -291,8 +310,9 @@ def create_app(
         """Collection statistics (documents, pages, model), enabled features, request limits, batching counters."""
         return await call(state.info)
 
-    async def run_search(text: str | None, image: Any, k: int, where: dict[str, str] | None,
-                         fusion: str | None) -> list[Hit]:
+    async def run_search(
+        text: str | None, image: Any, k: int, where: dict[str, str] | None, fusion: str | None
+    ) -> list[Hit]:
         if text is None and image is None:
             raise RequestError(400, "empty query: give a text, an image, or both")
         if fusion not in (None, "", "none", "rrf"):
@@ -305,8 +325,9 @@ def create_app(
                 raise RequestError(400, str(exc)) from exc
         return await call(state.search, text, image, k=k, where=where, fusion=fusion)
 
-    @app.post("/search", tags=["search"], dependencies=protected, response_model=SearchResponse,
-              openapi_extra=_SEARCH_OPENAPI)
+    @app.post(
+        "/search", tags=["search"], dependencies=protected, response_model=SearchResponse, openapi_extra=_SEARCH_OPENAPI
+    )
     async def search(request: Request) -> dict[str, Any]:
         """Rank pages for a text query (JSON), or an image / fused text+image query (multipart)."""
         started = time.perf_counter()
@@ -317,11 +338,15 @@ def create_app(
                 form = await request.form(max_files=1, max_fields=8, max_part_size=limits.max_text_chars * 4 + 1024)
             except RequestError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - malformed multipart bodies
+            except Exception as exc:
                 raise RequestError(400, f"malformed multipart form: {exc}") from exc
             upload = form.get("image")
-            raw_text, raw_k, raw_filters, fusion = form.get("text"), form.get("k", 10), form.get("filters"), \
-                form.get("fusion")
+            raw_text, raw_k, raw_filters, fusion = (
+                form.get("text"),
+                form.get("k", 10),
+                form.get("filters"),
+                form.get("fusion"),
+            )
             if upload is not None and not isinstance(upload, str):
                 data = await upload.read()
                 image = await run_in_threadpool(decode_image, data, limits)
@@ -341,21 +366,26 @@ def create_app(
             raw_text, raw_k, fusion = payload.text, payload.k, payload.fusion
             filters = payload.filters if payload.filters is not None else payload.where
         else:
-            raise RequestError(415, f"unsupported content type {ctype!r}; send application/json or "
-                                    "multipart/form-data")
+            raise RequestError(415, f"unsupported content type {ctype!r}; send application/json or multipart/form-data")
         text = check_text(raw_text, limits, what="query text")
         k = check_k(raw_k, limits)
         where = check_filters(filters, limits)
         hits = await run_search(text, image, k, where, fusion if isinstance(fusion, str) else None)
-        return {"hits": [hit_out(h) for h in hits],
-                "query": {"text": text, "image": image is not None, "k": k, "filters": where,
-                          "fusion": fusion or None},
-                "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+        return {
+            "hits": [hit_out(h) for h in hits],
+            "query": {"text": text, "image": image is not None, "k": k, "filters": where, "fusion": fusion or None},
+            "took_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
 
-    @app.get("/pages/{page_id}/image", tags=["pages"], dependencies=protected,
-             responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}})
-    async def page_image(page_id: int, width: int | None = Query(None, ge=16, le=4096,
-                                                                 description="thumbnail width in pixels")) -> Any:
+    @app.get(
+        "/pages/{page_id}/image",
+        tags=["pages"],
+        dependencies=protected,
+        responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
+    )
+    async def page_image(
+        page_id: int, width: int | None = Query(None, ge=16, le=4096, description="thumbnail width in pixels")
+    ) -> Any:
         """The page's rendered image, looked up in the collection (never a path from the request)."""
         path = await call(state.page_image_path, page_id)
         headers = {"Cache-Control": "private, max-age=3600"}
@@ -364,8 +394,12 @@ def create_app(
         data = await call(_thumbnail, path, width)
         return Response(data, media_type="image/jpeg", headers=headers)
 
-    @app.get("/pages/{page_id}/similarity", tags=["pages"], dependencies=protected,
-             responses={200: {"content": {"image/png": {}, "application/json": {}}}})
+    @app.get(
+        "/pages/{page_id}/similarity",
+        tags=["pages"],
+        dependencies=protected,
+        responses={200: {"content": {"image/png": {}, "application/json": {}}}},
+    )
     async def page_similarity(
         page_id: int,
         text: str = Query(..., description="the query text"),

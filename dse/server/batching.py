@@ -56,8 +56,12 @@ class BatcherStats:
         return self.queries / self.batches if self.batches else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"batches": self.batches, "queries": self.queries, "largest": self.largest,
-                "mean_batch": round(self.mean_batch, 3)}
+        return {
+            "batches": self.batches,
+            "queries": self.queries,
+            "largest": self.largest,
+            "mean_batch": round(self.mean_batch, 3),
+        }
 
 
 _STOP = object()
@@ -70,9 +74,16 @@ class QueryBatcher:
     that serialises every use of the model on its device).
     """
 
-    def __init__(self, encode: EncodeFn, *, search: SearchFn | None = None, window_ms: float = 5.0,
-                 max_batch: int = 32, lock: threading.Lock | threading.RLock | None = None,
-                 name: str = "query-batcher") -> None:
+    def __init__(
+        self,
+        encode: EncodeFn,
+        *,
+        search: SearchFn | None = None,
+        window_ms: float = 5.0,
+        max_batch: int = 32,
+        lock: threading.Lock | threading.RLock | None = None,
+        name: str = "query-batcher",
+    ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if window_ms < 0:
@@ -168,7 +179,7 @@ class QueryBatcher:
             results = self._encode_locked(texts)
             if len(results) != len(texts):  # pragma: no cover - encoder contract guard
                 raise RuntimeError(f"encode returned {len(results)} results for {len(texts)} texts")
-        except Exception as exc:  # noqa: BLE001 - delivered to the callers
+        except Exception as exc:
             if len(texts) == 1:
                 for _, fut, _ in live:
                     fut.set_exception(exc)
@@ -178,7 +189,7 @@ class QueryBatcher:
             for text in texts:
                 try:
                     result = self._encode_locked([text])[0]
-                except Exception as one_exc:  # noqa: BLE001 - delivered to the callers
+                except Exception as one_exc:
                     for t, fut, _ in live:
                         if t == text:
                             fut.set_exception(one_exc)
@@ -211,7 +222,7 @@ class QueryBatcher:
                     found = self.search([v for _, v in members], k, dict(where) or None)  # type: ignore[misc]
                     if len(found) != len(members):  # pragma: no cover - search contract guard
                         raise RuntimeError(f"search returned {len(found)} results for {len(members)} queries")
-                except Exception as exc:  # noqa: BLE001 - delivered to the callers
+                except Exception as exc:
                     for fut, _ in members:
                         fut.set_exception(exc)
                     continue

@@ -76,7 +76,7 @@ def check_filters(filters: Any, limits: Limits) -> dict[str, str] | None:
     if filters is None:
         return None
     if not isinstance(filters, Mapping):
-        raise RequestError(400, "filters must be a JSON object of key: value pairs, e.g. {\"team\": \"finance\"}")
+        raise RequestError(400, 'filters must be a JSON object of key: value pairs, e.g. {"team": "finance"}')
     if len(filters) > limits.max_filters:
         raise RequestError(400, f"too many filters: {len(filters)} (limit {limits.max_filters})")
     out: dict[str, str] = {}
@@ -86,7 +86,9 @@ def check_filters(filters: Any, limits: Limits) -> dict[str, str] | None:
         if isinstance(value, bool):
             value = "true" if value else "false"
         if not isinstance(value, (str, int, float)):
-            raise RequestError(400, f"filter {key!r}: the value must be a string or a number, got {type(value).__name__}")
+            raise RequestError(
+                400, f"filter {key!r}: the value must be a string or a number, got {type(value).__name__}"
+            )
         out[key] = str(value)
     return out or None
 
@@ -103,5 +105,6 @@ def decode_image(data: bytes, limits: Limits, *, what: str = "uploaded image") -
     except ImageTooLargeError as exc:
         raise RequestError(413, f"the {what} is too large: {exc}") from None
     except CorruptDocumentError as exc:
-        raise RequestError(400, f"the {what} is not an image in a format this server reads (PNG, JPEG, WebP, "
-                                f"...): {exc}") from None
+        raise RequestError(
+            400, f"the {what} is not an image in a format this server reads (PNG, JPEG, WebP, ...): {exc}"
+        ) from None

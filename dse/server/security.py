@@ -47,12 +47,15 @@ def check_bind(host: str, api_key: str | None) -> None:
     if api_key is not None and len(api_key) < MIN_KEY_LENGTH:
         raise ValueError(f"the API key is too short ({len(api_key)} characters; use at least {MIN_KEY_LENGTH})")
     if not api_key and not is_loopback(host):
-        raise ValueError(f"refusing to listen on {host} (not a loopback address) without an API key; pass "
-                         "--api-key KEY (or set DSE_API_KEY), or bind to 127.0.0.1")
+        raise ValueError(
+            f"refusing to listen on {host} (not a loopback address) without an API key; pass "
+            "--api-key KEY (or set DSE_API_KEY), or bind to 127.0.0.1"
+        )
 
 
-def request_key(request: Request, header_key: str | None, credentials: HTTPAuthorizationCredentials | None
-                ) -> str | None:
+def request_key(
+    request: Request, header_key: str | None, credentials: HTTPAuthorizationCredentials | None
+) -> str | None:
     """The key a request presents: ``X-API-Key``, then a bearer token, then ``?key=``."""
     if header_key:
         return header_key

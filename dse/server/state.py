@@ -63,8 +63,9 @@ class LockedEncoder(Encoder):
     def settings(self) -> dict[str, Any]:
         return self.inner.settings
 
-    def encode_documents(self, images: Sequence[Image.Image], *, batch_size: int = 4,
-                         progress: bool = False) -> Vectors:
+    def encode_documents(
+        self, images: Sequence[Image.Image], *, batch_size: int = 4, progress: bool = False
+    ) -> Vectors:
         with self.lock:
             return self.inner.encode_documents(images, batch_size=batch_size, progress=progress)
 
@@ -72,8 +73,14 @@ class LockedEncoder(Encoder):
         with self.lock:
             return self.inner.encode_text_documents(texts, batch_size=batch_size, progress=progress)
 
-    def encode_queries(self, texts: Sequence[str] | None = None, images: Sequence[Image.Image] | None = None, *,
-                       batch_size: int = 8, progress: bool = False) -> Vectors:
+    def encode_queries(
+        self,
+        texts: Sequence[str] | None = None,
+        images: Sequence[Image.Image] | None = None,
+        *,
+        batch_size: int = 8,
+        progress: bool = False,
+    ) -> Vectors:
         with self.lock:
             return self.inner.encode_queries(texts, images, batch_size=batch_size, progress=progress)
 
@@ -92,9 +99,16 @@ def load_encoder_for(directory: Path, *, device: str, adapter: str | None) -> En
 
     enc = Manifest.read(directory).encoder
     options = {"query_instruction": enc["query_instruction"]} if enc.get("query_instruction") else {}
-    return Encoder.load(enc["model"], family=enc.get("family"), device=device, dim=enc.get("dim"),
-                        max_pixels=enc.get("max_pixels"), min_pixels=enc.get("min_pixels"),
-                        adapter=adapter if adapter is not None else enc.get("adapter"), **options)
+    return Encoder.load(
+        enc["model"],
+        family=enc.get("family"),
+        device=device,
+        dim=enc.get("dim"),
+        max_pixels=enc.get("max_pixels"),
+        min_pixels=enc.get("min_pixels"),
+        adapter=adapter if adapter is not None else enc.get("adapter"),
+        **options,
+    )
 
 
 def _index_signature(directory: Path) -> tuple[int, int] | None:
@@ -108,11 +122,22 @@ def _index_signature(directory: Path) -> tuple[int, int] | None:
 class ServerState:
     """The served collection and the machinery around it (see the module doc)."""
 
-    def __init__(self, collection_dir: str | Path, *, device: str = "auto", adapter: str | None = None,
-                 generator: Any = None, micro_batch: bool = True, batch_window_ms: float = 5.0,
-                 max_batch: int = 32, limits: Limits | None = None, refresh_interval: float = 2.0,
-                 similarity_cache: int = 16, encoder: Encoder | None = None,
-                 generator_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        collection_dir: str | Path,
+        *,
+        device: str = "auto",
+        adapter: str | None = None,
+        generator: Any = None,
+        micro_batch: bool = True,
+        batch_window_ms: float = 5.0,
+        max_batch: int = 32,
+        limits: Limits | None = None,
+        refresh_interval: float = 2.0,
+        similarity_cache: int = 16,
+        encoder: Encoder | None = None,
+        generator_options: dict[str, Any] | None = None,
+    ) -> None:
         self.directory = Path(collection_dir)
         self.device = device
         self.limits = limits or Limits()
@@ -128,8 +153,9 @@ class ServerState:
         self.generator = self._load_generator(generator, device, generator_options)
         self.batcher: QueryBatcher | None = None
         if micro_batch:
-            self.batcher = QueryBatcher(self._encode_texts, search=self._search_group, window_ms=batch_window_ms,
-                                        max_batch=max_batch)
+            self.batcher = QueryBatcher(
+                self._encode_texts, search=self._search_group, window_ms=batch_window_ms, max_batch=max_batch
+            )
         self._pages_cache: OrderedDict[int, Any] = OrderedDict()
         self._pages_cache_size = similarity_cache
         self._cache_lock = threading.Lock()
@@ -194,11 +220,16 @@ class ServerState:
         col = self.collection
         stats = col.stats()
         return {
-            "collection": {k: stats[k] for k in ("documents", "pages", "vectors", "kind", "index", "family", "model",
-                                                 "dim")},
-            "features": {"answer": self.answer_enabled, "similarity": self.similarity_supported(),
-                         "micro_batch": self.batcher is not None, "image_queries": True,
-                         "fused_queries": True},
+            "collection": {
+                k: stats[k] for k in ("documents", "pages", "vectors", "kind", "index", "family", "model", "dim")
+            },
+            "features": {
+                "answer": self.answer_enabled,
+                "similarity": self.similarity_supported(),
+                "micro_batch": self.batcher is not None,
+                "image_queries": True,
+                "fused_queries": True,
+            },
             "limits": self.limits.to_dict(),
             "batching": self.batcher.stats.to_dict() if self.batcher is not None else None,
         }
@@ -218,8 +249,15 @@ class ServerState:
         queries = np.stack(vectors).astype(np.float32) if self.kind == "single" else list(vectors)
         return self.collection.search_vectors(queries, k, where=where)
 
-    def search(self, text: str | None, image: Image.Image | None, *, k: int, where: dict[str, str] | None,
-               fusion: str | None = None) -> list[Hit]:
+    def search(
+        self,
+        text: str | None,
+        image: Image.Image | None,
+        *,
+        k: int,
+        where: dict[str, str] | None,
+        fusion: str | None = None,
+    ) -> list[Hit]:
         """Blocking search without the batcher (image, fused and late-fused queries; or batching off):
         :meth:`Collection.search`, whose encoder is this server's locked one."""
         return self.collection.search(text, image=image, k=k, where=where, fusion=fusion)
@@ -227,8 +265,11 @@ class ServerState:
     # ----------------------------------------------------------------- answer
     def answer(self, question: str, *, k: int, where: dict[str, str] | None) -> Any:
         if self.generator is None:
-            raise RequestError(503, "answer mode is not enabled: start the server with --generator MODEL "
-                                    "(a Qwen2-VL / Qwen2.5-VL Instruct model)")
+            raise RequestError(
+                503,
+                "answer mode is not enabled: start the server with --generator MODEL "
+                "(a Qwen2-VL / Qwen2.5-VL Instruct model)",
+            )
         from dse.rag import NoPagesError, RAGError, answer_question
 
         try:
@@ -270,8 +311,11 @@ class ServerState:
         from dse.encoders.similarity import SimilarityError, encode_page_tokens, similarity_map
 
         if self.kind != "multi":
-            raise RequestError(400, f"similarity maps need a multi-vector (ColPali-family) collection; this one is "
-                                    f"single-vector ({self.encoder.family}: one vector per page, no patches)")
+            raise RequestError(
+                400,
+                f"similarity maps need a multi-vector (ColPali-family) collection; this one is "
+                f"single-vector ({self.encoder.family}: one vector per page, no patches)",
+            )
         if not self.similarity_supported():
             raise RequestError(400, f"similarity maps are not supported for {self.encoder.family} collections")
         image = self.page_image(page_id)

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def resolve_preset(presets: Mapping[str, Mapping[str, Any]], size: str, family: str, **overrides: Any
-                   ) -> dict[str, Any]:
+def resolve_preset(
+    presets: Mapping[str, Mapping[str, Any]], size: str, family: str, **overrides: Any
+) -> dict[str, Any]:
     """The ``size`` preset with every non-``None`` override applied.
 
     Raises ``ValueError`` naming the family and the known sizes for an unknown ``size``.

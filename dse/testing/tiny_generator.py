@@ -47,13 +47,15 @@ def _build_instruct(out_dir: Path, layout: QwenLayout, *, size: str, seed: int, 
     return out
 
 
-def build_qwen2_vl_instruct(out_dir: Path, *, size: str = "tiny", seed: int = DEFAULT_SEED,
-                            vocab_size: int = 1500) -> Path:
+def build_qwen2_vl_instruct(
+    out_dir: Path, *, size: str = "tiny", seed: int = DEFAULT_SEED, vocab_size: int = 1500
+) -> Path:
     """Qwen2-VL Instruct generator (``Qwen/Qwen2-VL-2B-Instruct`` layout)."""
     return _build_instruct(out_dir, QWEN2_VL, size=size, seed=seed, vocab_size=vocab_size)
 
 
-def build_qwen2_5_vl_instruct(out_dir: Path, *, size: str = "tiny", seed: int = DEFAULT_SEED,
-                              vocab_size: int = 1500) -> Path:
+def build_qwen2_5_vl_instruct(
+    out_dir: Path, *, size: str = "tiny", seed: int = DEFAULT_SEED, vocab_size: int = 1500
+) -> Path:
     """Qwen2.5-VL Instruct generator (``Qwen/Qwen2.5-VL-3B-Instruct`` layout)."""
     return _build_instruct(out_dir, QWEN2_5_VL, size=size, seed=seed, vocab_size=vocab_size)

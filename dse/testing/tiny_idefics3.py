@@ -118,11 +118,19 @@ def train_smol_tokenizer(vocab_size: int = 600, seed: int = 0) -> GPT2Tokenizer:
 #: tile, pages at most 4 x 4 tiles + a global view, like ColSmol at 1/4 scale).
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(
-        vision_image_size=32, size_longest_edge=64, hidden_size=64, num_layers=2, vision_hidden_size=32,
+        vision_image_size=32,
+        size_longest_edge=64,
+        hidden_size=64,
+        num_layers=2,
+        vision_hidden_size=32,
         vision_layers=1,
     ),
     "small": dict(
-        vision_image_size=128, size_longest_edge=512, hidden_size=256, num_layers=4, vision_hidden_size=128,
+        vision_image_size=128,
+        size_longest_edge=512,
+        hidden_size=256,
+        num_layers=4,
+        vision_hidden_size=128,
         vision_layers=4,
     ),
 }
@@ -150,9 +158,17 @@ def build(
     ``size_longest_edge`` pixels, then split into tiles plus one global view.
     ``vocab_size`` is the trained BPE size before the image special tokens are added.
     """
-    p = resolve_preset(SIZES, size, "colidefics3", vision_image_size=vision_image_size,
-                       size_longest_edge=size_longest_edge, hidden_size=hidden_size, num_layers=num_layers,
-                       vision_hidden_size=vision_hidden_size, vision_layers=vision_layers)
+    p = resolve_preset(
+        SIZES,
+        size,
+        "colidefics3",
+        vision_image_size=vision_image_size,
+        size_longest_edge=size_longest_edge,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        vision_hidden_size=vision_hidden_size,
+        vision_layers=vision_layers,
+    )
     vision_image_size, size_longest_edge = p["vision_image_size"], p["size_longest_edge"]
     hidden_size, num_layers = p["hidden_size"], p["num_layers"]
     vision_hidden_size, vision_layers = p["vision_hidden_size"], p["vision_layers"]
@@ -161,7 +177,9 @@ def build(
     from transformers import Idefics3Config, Idefics3ImageProcessor
 
     if vision_image_size % (PATCH_SIZE * SCALE_FACTOR):
-        raise ValueError(f"vision_image_size must be a multiple of {PATCH_SIZE * SCALE_FACTOR}, got {vision_image_size}")
+        raise ValueError(
+            f"vision_image_size must be a multiple of {PATCH_SIZE * SCALE_FACTOR}, got {vision_image_size}"
+        )
     if size_longest_edge < vision_image_size:
         raise ValueError("size_longest_edge must be >= vision_image_size")
     out_dir = Path(out_dir)

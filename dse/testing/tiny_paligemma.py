@@ -117,8 +117,16 @@ def build(
     ``vocab_size`` is the size of the trained BPE vocabulary before the processor
     adds ``<image>`` and the location/segmentation tokens.
     """
-    p = resolve_preset(SIZES, size, "colpali", image_size=image_size, hidden_size=hidden_size,
-                       num_layers=num_layers, vision_hidden_size=vision_hidden_size, vision_layers=vision_layers)
+    p = resolve_preset(
+        SIZES,
+        size,
+        "colpali",
+        image_size=image_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        vision_hidden_size=vision_hidden_size,
+        vision_layers=vision_layers,
+    )
     image_size, hidden_size, num_layers = p["image_size"], p["hidden_size"], p["num_layers"]
     vision_hidden_size, vision_layers = p["vision_hidden_size"], p["vision_layers"]
 

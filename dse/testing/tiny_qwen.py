@@ -88,26 +88,53 @@ COLQWEN2_MAX_PIXELS = 768 * 28 * 28
 #: benchmark, "full" = the smallest published checkpoint (Qwen2-VL-2B / Qwen2.5-VL-3B).
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
-        "text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, mrope_section=[2, 3, 3]),
+        "text": dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            mrope_section=[2, 3, 3],
+        ),
         "vision2": dict(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2),
         "vision2_5": dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, fullatt_block_indexes=[1]),
     },
     "small": {
-        "text": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                     num_key_value_heads=2, mrope_section=[8, 12, 12]),
+        "text": dict(
+            hidden_size=256,
+            intermediate_size=1024,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            mrope_section=[8, 12, 12],
+        ),
         "vision2": dict(depth=4, embed_dim=128, num_heads=4, mlp_ratio=4),
         "vision2_5": dict(depth=4, hidden_size=128, intermediate_size=512, num_heads=4, fullatt_block_indexes=[1, 3]),
     },
     "full": {
-        "text": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-                     num_key_value_heads=2, mrope_section=[16, 24, 24], vocab_size=151936),
+        "text": dict(
+            hidden_size=1536,
+            intermediate_size=8960,
+            num_hidden_layers=28,
+            num_attention_heads=12,
+            num_key_value_heads=2,
+            mrope_section=[16, 24, 24],
+            vocab_size=151936,
+        ),
         "vision2": dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4),
         # Qwen2.5-VL-3B: text 2048 wide, 36 layers.
-        "text2_5": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                        num_key_value_heads=2, mrope_section=[16, 24, 24], vocab_size=151936),
-        "vision2_5": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
-                          fullatt_block_indexes=[7, 15, 23, 31]),
+        "text2_5": dict(
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            mrope_section=[16, 24, 24],
+            vocab_size=151936,
+        ),
+        "vision2_5": dict(
+            depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, fullatt_block_indexes=[7, 15, 23, 31]
+        ),
     },
 }
 
@@ -132,8 +159,14 @@ def _build_tokenizer(qwen2_5: bool, vocab_size: int, seed: int) -> Any:
         specials,
         vocab_size=vocab_size,
         seed=seed,
-        extra_text=["Query: ", "Document: ", "What is shown in this image?", "Describe the image.",
-                    "You are a helpful assistant.", "Find an image that matches the given text."],
+        extra_text=[
+            "Query: ",
+            "Document: ",
+            "What is shown in this image?",
+            "Describe the image.",
+            "You are a helpful assistant.",
+            "Find an image that matches the given text.",
+        ],
     )
     vocab, merges = vocab_and_merges(raw)
     tok = Qwen2Tokenizer(
@@ -182,13 +215,25 @@ def _config(size: str, qwen2_5: bool, tok: Any, architectures: list[str]) -> Any
         vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
     )
     if qwen2_5:
-        vision = dict(SIZES[size]["vision2_5"], out_hidden_size=text["hidden_size"], patch_size=14,
-                      spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                      initializer_range=TINY_INITIALIZER_RANGE)
+        vision = dict(
+            SIZES[size]["vision2_5"],
+            out_hidden_size=text["hidden_size"],
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            initializer_range=TINY_INITIALIZER_RANGE,
+        )
         cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
     else:
-        vision = dict(SIZES[size]["vision2"], hidden_size=text["hidden_size"], patch_size=14,
-                      spatial_merge_size=2, temporal_patch_size=2, initializer_range=TINY_INITIALIZER_RANGE)
+        vision = dict(
+            SIZES[size]["vision2"],
+            hidden_size=text["hidden_size"],
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            initializer_range=TINY_INITIALIZER_RANGE,
+        )
         cfg = Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
     cfg.architectures = architectures
     cfg.initializer_range = TINY_INITIALIZER_RANGE
@@ -221,18 +266,35 @@ class QwenLayout:
     max_pixels: int
 
 
-QWEN2_VL = QwenLayout("transformers.Qwen2VLForConditionalGeneration", "transformers.Qwen2VLProcessor",
-                      "Qwen2VLForConditionalGeneration", False, QWEN_PROCESSOR_MAX_PIXELS)
-QWEN2_5_VL = QwenLayout("transformers.Qwen2_5_VLForConditionalGeneration", "transformers.Qwen2_5_VLProcessor",
-                        "Qwen2_5_VLForConditionalGeneration", True, QWEN_PROCESSOR_MAX_PIXELS)
-COLQWEN2 = QwenLayout("colpali_engine.models.ColQwen2", "colpali_engine.models.ColQwen2Processor",
-                      "ColQwen2", False, COLQWEN2_MAX_PIXELS)
-COLQWEN2_5 = QwenLayout("colpali_engine.models.ColQwen2_5", "colpali_engine.models.ColQwen2_5_Processor",
-                        "ColQwen2_5", True, COLQWEN2_MAX_PIXELS)
+QWEN2_VL = QwenLayout(
+    "transformers.Qwen2VLForConditionalGeneration",
+    "transformers.Qwen2VLProcessor",
+    "Qwen2VLForConditionalGeneration",
+    False,
+    QWEN_PROCESSOR_MAX_PIXELS,
+)
+QWEN2_5_VL = QwenLayout(
+    "transformers.Qwen2_5_VLForConditionalGeneration",
+    "transformers.Qwen2_5_VLProcessor",
+    "Qwen2_5_VLForConditionalGeneration",
+    True,
+    QWEN_PROCESSOR_MAX_PIXELS,
+)
+COLQWEN2 = QwenLayout(
+    "colpali_engine.models.ColQwen2", "colpali_engine.models.ColQwen2Processor", "ColQwen2", False, COLQWEN2_MAX_PIXELS
+)
+COLQWEN2_5 = QwenLayout(
+    "colpali_engine.models.ColQwen2_5",
+    "colpali_engine.models.ColQwen2_5_Processor",
+    "ColQwen2_5",
+    True,
+    COLQWEN2_MAX_PIXELS,
+)
 
 
-def build_layout(out_dir: Path, layout: QwenLayout, *, size: str = "tiny", seed: int = 0,
-                 vocab_size: int = 1500) -> Path:
+def build_layout(
+    out_dir: Path, layout: QwenLayout, *, size: str = "tiny", seed: int = 0, vocab_size: int = 1500
+) -> Path:
     """Write a tiny random-weight snapshot of ``layout`` into ``out_dir``; returns the directory."""
     import importlib
 

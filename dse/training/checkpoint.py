@@ -47,8 +47,13 @@ class TrainState:
     extra: dict[str, Any]  #: informational (last loss, time)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "micro_batches": self.micro_batches, "epoch": self.epoch,
-                "fingerprint": self.fingerprint, "extra": self.extra}
+        return {
+            "step": self.step,
+            "micro_batches": self.micro_batches,
+            "epoch": self.epoch,
+            "fingerprint": self.fingerprint,
+            "extra": self.extra,
+        }
 
 
 def checkpoint_dir(out: str | Path, step: int) -> Path:
@@ -60,7 +65,9 @@ def list_checkpoints(out: str | Path) -> list[Path]:
     root = Path(out) / CHECKPOINTS_DIR
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and (p / "state.json").is_file()]
+    found = [
+        (int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and (p / "state.json").is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -96,8 +103,16 @@ def _jsonable(obj: Any) -> Any:
     return None  # functions (LambdaLR's lambdas) are not state
 
 
-def save_checkpoint(out: str | Path, *, peft_model: Any, base_model: str, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: TrainState, keep: int | None = 2) -> Path:
+def save_checkpoint(
+    out: str | Path,
+    *,
+    peft_model: Any,
+    base_model: str,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: TrainState,
+    keep: int | None = 2,
+) -> Path:
     """Write a complete checkpoint for ``state.step`` (see the module doc); prune to the ``keep`` newest."""
     from safetensors.torch import save_file
 
@@ -112,8 +127,9 @@ def save_checkpoint(out: str | Path, *, peft_model: Any, base_model: str, optimi
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     (tmp / "scheduler.json").write_text(json.dumps(_jsonable(scheduler.state_dict())), encoding="utf-8")
     save_file({k: v.contiguous() for k, v in _rng_state().items()}, str(tmp / "rng.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(state.to_dict(), indent=2, sort_keys=True, default=str),
-                                    encoding="utf-8")
+    (tmp / "state.json").write_text(
+        json.dumps(state.to_dict(), indent=2, sort_keys=True, default=str), encoding="utf-8"
+    )
     if final.exists():
         shutil.rmtree(final)
     tmp.replace(final)
@@ -128,14 +144,26 @@ def read_state(path: str | Path) -> TrainState:
     path = Path(path)
     try:
         raw = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        return TrainState(step=int(raw["step"]), micro_batches=int(raw["micro_batches"]), epoch=int(raw["epoch"]),
-                          fingerprint=dict(raw.get("fingerprint") or {}), extra=dict(raw.get("extra") or {}))
+        return TrainState(
+            step=int(raw["step"]),
+            micro_batches=int(raw["micro_batches"]),
+            epoch=int(raw["epoch"]),
+            fingerprint=dict(raw.get("fingerprint") or {}),
+            extra=dict(raw.get("extra") or {}),
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: unreadable state.json ({exc})") from exc
 
 
-def load_checkpoint(path: str | Path, *, peft_model: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    fingerprint: dict[str, Any] | None = None, restore_rng: bool = True) -> TrainState:
+def load_checkpoint(
+    path: str | Path,
+    *,
+    peft_model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    fingerprint: dict[str, Any] | None = None,
+    restore_rng: bool = True,
+) -> TrainState:
     """Restore adapter weights, optimizer, scheduler and RNG from ``path``; returns its :class:`TrainState`.
 
     When ``fingerprint`` is given, a checkpoint of a run with different settings raises
@@ -153,8 +181,9 @@ def load_checkpoint(path: str | Path, *, peft_model: Any, optimizer: torch.optim
         differ = sorted(k for k in set(want) | set(state.fingerprint) if want.get(k) != state.fingerprint.get(k))
         if differ:
             details = "; ".join(f"{k}: checkpoint {state.fingerprint.get(k)!r}, now {want.get(k)!r}" for k in differ)
-            raise CheckpointError(f"{path} belongs to a run with different settings ({details}); use another --out "
-                                  "or the same settings")
+            raise CheckpointError(
+                f"{path} belongs to a run with different settings ({details}); use another --out or the same settings"
+            )
     try:
         load_trainable_state(peft_model, path)
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))

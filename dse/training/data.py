@@ -101,8 +101,9 @@ class TrainingData:
         """A copy whose examples also carry ``negatives`` (query id -> page ids; unknown pages rejected)."""
         unknown = {p for ids in negatives.values() for p in ids if p not in self._pages}
         if unknown:
-            raise TrainingDataError(f"negatives name {len(unknown)} page id(s) not in {self.name}, "
-                                    f"e.g. {sorted(unknown)[0]!r}")
+            raise TrainingDataError(
+                f"negatives name {len(unknown)} page id(s) not in {self.name}, e.g. {sorted(unknown)[0]!r}"
+            )
         examples = []
         for ex in self.examples:
             extra = [p for p in negatives.get(ex.query_id, []) if p not in ex.positives and p not in ex.negatives]
@@ -111,8 +112,10 @@ class TrainingData:
 
     def summary(self) -> str:
         n_neg = sum(1 for e in self.examples if e.negatives)
-        return (f"{self.name}: {len(self.examples)} training queries, {len(self._pages)} pages, "
-                f"{n_neg} queries with hard negatives")
+        return (
+            f"{self.name}: {len(self.examples)} training queries, {len(self._pages)} pages, "
+            f"{n_neg} queries with hard negatives"
+        )
 
 
 def load_image(path: Path) -> Image.Image:
@@ -138,8 +141,9 @@ def is_local_dataset(path: str | Path) -> bool:
     return (Path(path).expanduser() / "corpus.jsonl").is_file()
 
 
-def load_local_training_data(data_dir: str | Path, *, split: str = "train", cache_dir: str | Path | None = None,
-                             render_settings: Any = None) -> TrainingData:
+def load_local_training_data(
+    data_dir: str | Path, *, split: str = "train", cache_dir: str | Path | None = None, render_settings: Any = None
+) -> TrainingData:
     """Examples from ``qrels/{split}.tsv`` of a local-format dataset (positives: score > 0,
     hard negatives: score 0). Pages given as ``source`` + ``page`` are rendered once into
     ``cache_dir`` (required then); pages that fail to render are reported and dropped."""
@@ -173,8 +177,9 @@ def _render_pages(ds: Any, items: list[Any], cache_dir: str | Path | None, rende
     from dse.eval.data import EvalDataset, iter_corpus_images
 
     if cache_dir is None:
-        raise TrainingDataError(f"{ds.root}: corpus pages given as source + page need a cache directory to be "
-                                "rendered into")
+        raise TrainingDataError(
+            f"{ds.root}: corpus pages given as source + page need a cache directory to be rendered into"
+        )
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
@@ -211,7 +216,7 @@ def read_negatives(path: str | Path) -> dict[str, list[str]]:
     for lineno, obj in rows:
         qid, negs = obj.get("query_id"), obj.get("negatives")
         if qid is None or not isinstance(negs, list) or not all(isinstance(n, (str, int)) for n in negs):
-            raise TrainingDataError(f"{path}:{lineno}: expected {{\"query_id\": ..., \"negatives\": [ids...]}}")
+            raise TrainingDataError(f'{path}:{lineno}: expected {{"query_id": ..., "negatives": [ids...]}}')
         out.setdefault(str(qid), []).extend(str(n) for n in negs)
     return out
 
@@ -223,8 +228,17 @@ def write_negatives(path: str | Path, negatives: dict[str, list[tuple[str, float
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for qid, hits in negatives.items():
-            fh.write(json.dumps({"query_id": qid, "negatives": [h[0] for h in hits],
-                                 "scores": [round(float(h[1]), 6) for h in hits]}, ensure_ascii=False) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "query_id": qid,
+                        "negatives": [h[0] for h in hits],
+                        "scores": [round(float(h[1]), 6) for h in hits],
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     tmp.replace(path)
     return path
 
@@ -255,10 +269,15 @@ def open_hub_dataset(name: str, *, split: str = "train") -> Any:
             return ds
         files = sorted(str(p) for p in path.rglob("*.parquet"))
         if not files:
-            raise TrainingDataError(f"{path}: neither a local-format dataset (corpus.jsonl), a save_to_disk "
-                                    "directory nor a directory of parquet files")
-        split_files = [f for f in files if Path(f).name.startswith(f"{split}-") or Path(f).name == f"{split}.parquet"
-                       or f"/{split}/" in f]
+            raise TrainingDataError(
+                f"{path}: neither a local-format dataset (corpus.jsonl), a save_to_disk "
+                "directory nor a directory of parquet files"
+            )
+        split_files = [
+            f
+            for f in files
+            if Path(f).name.startswith(f"{split}-") or Path(f).name == f"{split}.parquet" or f"/{split}/" in f
+        ]
         try:
             return datasets.load_dataset("parquet", data_files=split_files or files, split="train")
         except (OSError, ValueError) as exc:
@@ -274,16 +293,18 @@ def open_hub_dataset(name: str, *, split: str = "train") -> Any:
         return datasets.load_dataset(name, split=split)
     except ValueError as exc:  # unknown split
         raise TrainingDataError(f"{name}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - datasets/huggingface_hub raise many connection error types
+    except Exception as exc:
         text = f"{type(exc).__name__}: {exc}"
         if "DatasetNotFound" in text or "RepositoryNotFound" in text or "doesn't exist" in text:
-            raise HubUnavailable(f"no dataset {name!r} on the Hugging Face hub (or it is private/gated); {hint}"
-                                 ) from exc
+            raise HubUnavailable(
+                f"no dataset {name!r} on the Hugging Face hub (or it is private/gated); {hint}"
+            ) from exc
         raise HubUnavailable(f"cannot reach the Hugging Face hub to download dataset {name!r}; {hint}") from exc
 
 
-def load_hub_training_data(name: str, *, split: str = "train", query_column: str = HUB_QUERY_COLUMN,
-                           image_column: str = HUB_IMAGE_COLUMN) -> TrainingData:
+def load_hub_training_data(
+    name: str, *, split: str = "train", query_column: str = HUB_QUERY_COLUMN, image_column: str = HUB_IMAGE_COLUMN
+) -> TrainingData:
     """Examples from a ColPali training-set layout dataset (``query`` + ``image`` per row)."""
     ds = open_hub_dataset(name, split=split)
     columns = list(ds.column_names)
@@ -312,8 +333,14 @@ def load_hub_training_data(name: str, *, split: str = "train", query_column: str
     return TrainingData(name=label, examples=examples, kind="hub", _pages=pages, _hub=ds)
 
 
-def load_training_data(data: str | Path, *, split: str = "train", cache_dir: str | Path | None = None,
-                       negatives: str | Path | None = None, render_settings: Any = None) -> TrainingData:
+def load_training_data(
+    data: str | Path,
+    *,
+    split: str = "train",
+    cache_dir: str | Path | None = None,
+    negatives: str | Path | None = None,
+    render_settings: Any = None,
+) -> TrainingData:
     """Local-format directory (``corpus.jsonl``) or ColPali layout (hub id / local copy), plus a negatives file."""
     if is_local_dataset(data):
         td = load_local_training_data(data, split=split, cache_dir=cache_dir, render_settings=render_settings)
@@ -348,8 +375,9 @@ class BatchPlan:
     end with fewer than two documents carry no signal and are skipped.
     """
 
-    def __init__(self, examples: Sequence[TrainExample], *, batch_size: int, hard_negatives: int = 1,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, examples: Sequence[TrainExample], *, batch_size: int, hard_negatives: int = 1, seed: int = 0
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         if hard_negatives < 0:
@@ -390,8 +418,9 @@ class BatchPlan:
                 docs.add(pos)
                 docs.update(chosen)
             # A negative chosen earlier may be relevant to a query added later: drop it there.
-            batch = [dataclasses.replace(s, negatives=tuple(n for n in s.negatives if n not in relevant))
-                     for s in batch]
+            batch = [
+                dataclasses.replace(s, negatives=tuple(n for n in s.negatives if n not in relevant)) for s in batch
+            ]
             if len(batch) + sum(len(s.negatives) for s in batch) >= 2:
                 out.append(batch)
             pending = deferred

@@ -51,8 +51,9 @@ class LoraSettings:
     def to_peft(self) -> Any:
         from peft import LoraConfig
 
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=self.target_modules, bias="none")
+        return LoraConfig(
+            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.target_modules, bias="none"
+        )
 
 
 def target_regex(family: str, projections: tuple[str, ...] = DEFAULT_PROJECTIONS) -> str:
@@ -66,8 +67,14 @@ def target_regex(family: str, projections: tuple[str, ...] = DEFAULT_PROJECTIONS
     return pattern
 
 
-def default_lora_settings(family: str, *, r: int | None = None, alpha: float | None = None,
-                          dropout: float | None = None, target_modules: str | None = None) -> LoraSettings:
+def default_lora_settings(
+    family: str,
+    *,
+    r: int | None = None,
+    alpha: float | None = None,
+    dropout: float | None = None,
+    target_modules: str | None = None,
+) -> LoraSettings:
     """The published recipe's LoRA settings for ``family``, with any given value overriding."""
     if family in PROJECTION_HEADS:  # ColPali family (colpali-engine configs)
         base = LoraSettings(r=32, alpha=32, dropout=0.1, target_modules=target_regex(family), learning_rate=5e-5)
@@ -97,16 +104,24 @@ def attach_lora(model: torch.nn.Module, settings: LoraSettings) -> Any:
     from peft import get_peft_model
 
     if getattr(model, "_hf_peft_config_loaded", False) or hasattr(model, "peft_config"):
-        raise ValueError("the model already carries a PEFT adapter; merge it first (dse train merge) and "
-                         "train on the merged model")
+        raise ValueError(
+            "the model already carries a PEFT adapter; merge it first (dse train merge) and train on the merged model"
+        )
     try:
         peft_model = get_peft_model(model, settings.to_peft())
     except ValueError as exc:
         raise ValueError(f"LoRA targets {settings.target_modules!r} match no module of the model: {exc}") from exc
     n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in peft_model.parameters())
-    logger.info("LoRA r=%d alpha=%g dropout=%g: %d trainable of %d parameters (%.3f%%)", settings.r, settings.alpha,
-                settings.dropout, n_train, n_all, 100.0 * n_train / max(n_all, 1))
+    logger.info(
+        "LoRA r=%d alpha=%g dropout=%g: %d trainable of %d parameters (%.3f%%)",
+        settings.r,
+        settings.alpha,
+        settings.dropout,
+        n_train,
+        n_all,
+        100.0 * n_train / max(n_all, 1),
+    )
     return peft_model
 
 
@@ -126,12 +141,13 @@ def load_trainable_state(peft_model: Any, adapter_dir: str | Path) -> None:
     result = set_peft_model_state_dict(peft_model, state)
     unexpected = getattr(result, "unexpected_keys", None) or []
     if unexpected:
-        raise ValueError(f"{adapter_dir}: adapter weights do not fit the model ({len(unexpected)} unexpected keys, "
-                         f"e.g. {unexpected[0]})")
+        raise ValueError(
+            f"{adapter_dir}: adapter weights do not fit the model ({len(unexpected)} unexpected keys, "
+            f"e.g. {unexpected[0]})"
+        )
 
 
-def save_adapter(peft_model: Any, out_dir: str | Path, *, base_model: str, extra: dict[str, Any] | None = None
-                 ) -> Path:
+def save_adapter(peft_model: Any, out_dir: str | Path, *, base_model: str, extra: dict[str, Any] | None = None) -> Path:
     """Save the adapter (``adapter_config.json`` + ``adapter_model.safetensors``) to ``out_dir``.
 
     ``base_model_name_or_path`` is set to ``base_model`` (the hub id or absolute local path
@@ -148,6 +164,7 @@ def save_adapter(peft_model: Any, out_dir: str | Path, *, base_model: str, extra
     tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
     tmp.replace(cfg_path)
     if extra is not None:
-        (out / "dse_adapter.json").write_text(json.dumps(extra, indent=2, sort_keys=True, default=str),
-                                              encoding="utf-8")
+        (out / "dse_adapter.json").write_text(
+            json.dumps(extra, indent=2, sort_keys=True, default=str), encoding="utf-8"
+        )
     return out

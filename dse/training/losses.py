@@ -23,14 +23,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 #: DSE paper / colpali-engine temperature.
 DEFAULT_TEMPERATURE = 0.02
 
 
-def info_nce(queries: torch.Tensor, documents: torch.Tensor, *, temperature: float = DEFAULT_TEMPERATURE
-             ) -> torch.Tensor:
+def info_nce(
+    queries: torch.Tensor, documents: torch.Tensor, *, temperature: float = DEFAULT_TEMPERATURE
+) -> torch.Tensor:
     """InfoNCE over L2-normalised vectors.
 
     ``queries`` ``(B, d)`` and ``documents`` ``(N, d)`` (``N >= B``, positives first), both
@@ -38,8 +39,10 @@ def info_nce(queries: torch.Tensor, documents: torch.Tensor, *, temperature: flo
     temperature`` (``(B, N)`` logits) against the targets ``0 .. B-1``. Computed in float32.
     """
     if queries.ndim != 2 or documents.ndim != 2 or documents.shape[0] < queries.shape[0]:
-        raise ValueError(f"expected (B, d) queries and (N >= B, d) documents, got {tuple(queries.shape)} "
-                         f"and {tuple(documents.shape)}")
+        raise ValueError(
+            f"expected (B, d) queries and (N >= B, d) documents, got {tuple(queries.shape)} "
+            f"and {tuple(documents.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     logits = queries.float() @ documents.float().T / temperature
@@ -68,8 +71,9 @@ class MatryoshkaInfoNCELoss(torch.nn.Module):
     order the DSE encoder uses at inference), then InfoNCE. ``weights`` default to 1 each.
     """
 
-    def __init__(self, dims: Sequence[int], temperature: float = DEFAULT_TEMPERATURE,
-                 weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, dims: Sequence[int], temperature: float = DEFAULT_TEMPERATURE, weights: Sequence[float] | None = None
+    ) -> None:
         super().__init__()
         dims = [int(d) for d in dims]
         if not dims or any(d < 1 for d in dims):
@@ -120,8 +124,13 @@ class LateInteractionLoss(torch.nn.Module):
         return self.loss(queries.float(), documents.float())
 
 
-def build_loss(kind: str, *, temperature: float = DEFAULT_TEMPERATURE, dim: int | None = None,
-               matryoshka_dims: Sequence[int] | None = None) -> torch.nn.Module:
+def build_loss(
+    kind: str,
+    *,
+    temperature: float = DEFAULT_TEMPERATURE,
+    dim: int | None = None,
+    matryoshka_dims: Sequence[int] | None = None,
+) -> torch.nn.Module:
     """The loss of an encoder ``kind`` (``"single"`` / ``"multi"``); ``matryoshka_dims`` single only."""
     if kind == "multi":
         if matryoshka_dims:

@@ -22,8 +22,15 @@ import torch
 logger = logging.getLogger(__name__)
 
 #: Files of the base snapshot that ``save_pretrained`` of the model writes itself (not copied).
-_MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json",
-                "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+_MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+)
 _MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 
 
@@ -64,8 +71,9 @@ def _copy_support_files(src: Path, dst: Path) -> None:
             shutil.copy2(p, dst / p.name)
 
 
-def merge_adapter(adapter: str | Path, out_dir: str | Path, *, base: str | None = None, dtype: str | None = None,
-                  device: str = "cpu") -> Path:
+def merge_adapter(
+    adapter: str | Path, out_dir: str | Path, *, base: str | None = None, dtype: str | None = None, device: str = "cpu"
+) -> Path:
     """Write ``base + adapter`` merged into ``out_dir``; returns it.
 
     ``adapter``: a PEFT adapter directory (e.g. a ``dse train`` output); ``base``: the base
@@ -91,18 +99,21 @@ def merge_adapter(adapter: str | Path, out_dir: str | Path, *, base: str | None 
     # Save through a freshly loaded base model: the adapter loading left key conversions on the
     # model (peft prefixes) that save_pretrained would apply; the fresh model keeps only the base's own.
     merged_state = encoder.model.state_dict()
-    model: Any = load_pretrained(type(encoder.model), dataclasses.replace(encoder.source, adapters=[]),
-                                 encoder.runtime)
+    model: Any = load_pretrained(type(encoder.model), dataclasses.replace(encoder.source, adapters=[]), encoder.runtime)
     missing, unexpected = model.load_state_dict(merged_state, strict=False)
     missing = [k for k in missing if k not in _tied_keys(model)]
     if missing or unexpected:
-        raise EncoderError(f"merged weights do not fit {type(model).__name__}: missing {missing[:3]}, "
-                           f"unexpected {unexpected[:3]}")
+        raise EncoderError(
+            f"merged weights do not fit {type(model).__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     del merged_state
     encoder.model = None
     base_dir = encoder.source.path
-    saved = (encoder.source.config.get("dtype") or encoder.source.config.get("torch_dtype")
-             or encoder.source.config.get("text_config", {}).get("dtype"))
+    saved = (
+        encoder.source.config.get("dtype")
+        or encoder.source.config.get("torch_dtype")
+        or encoder.source.config.get("text_config", {}).get("dtype")
+    )
     target = dtype or saved or "float32"
     from dse.encoders.devices import parse_dtype
 
@@ -121,8 +132,19 @@ def merge_adapter(adapter: str | Path, out_dir: str | Path, *, base: str | None 
     _copy_support_files(encoder.source.processor_path or base_dir, out)
     if encoder.source.processor_path and encoder.source.processor_path != base_dir:
         _copy_support_files(base_dir, out)
-    (out / "dse_merge.json").write_text(json.dumps({
-        "base_model": encoder.source.model, "adapter": str(adapter.resolve()), "family": encoder.family,
-        "merged_layers": n, "dtype": str(target)}, indent=2, sort_keys=True), encoding="utf-8")
+    (out / "dse_merge.json").write_text(
+        json.dumps(
+            {
+                "base_model": encoder.source.model,
+                "adapter": str(adapter.resolve()),
+                "family": encoder.family,
+                "merged_layers": n,
+                "dtype": str(target),
+            },
+            indent=2,
+            sort_keys=True,
+        ),
+        encoding="utf-8",
+    )
     logger.info("merged %d LoRA layers of %s into %s", n, adapter, out)
     return out

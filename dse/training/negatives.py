@@ -21,10 +21,21 @@ from dse.training.data import write_negatives
 logger = logging.getLogger(__name__)
 
 
-def mine_negatives(model: str | Any, data: str | Path, out: str | Path, *, k: int = 5, split: str = "train",
-                   adapter: str | None = None, family: str | None = None, device: str = "auto",
-                   batch_size: int = 4, cache_dir: str | Path | None = None, progress: bool = True,
-                   **encoder_options: Any) -> dict[str, list[tuple[str, float]]]:
+def mine_negatives(
+    model: str | Any,
+    data: str | Path,
+    out: str | Path,
+    *,
+    k: int = 5,
+    split: str = "train",
+    adapter: str | None = None,
+    family: str | None = None,
+    device: str = "auto",
+    batch_size: int = 4,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    **encoder_options: Any,
+) -> dict[str, list[tuple[str, float]]]:
     """Mine ``k`` hard negatives per query of ``qrels/{split}.tsv`` of a local-format dataset.
 
     ``model``: hub id, local directory or a loaded encoder; ``adapter``: a LoRA adapter to
@@ -39,12 +50,24 @@ def mine_negatives(model: str | Any, data: str | Path, out: str | Path, *, k: in
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if not is_local_dataset(data):
-        raise TrainingDataError(f"{data}: mining needs a dataset in the local format (corpus.jsonl, queries.jsonl, "
-                                f"qrels/{split}.tsv)")
+        raise TrainingDataError(
+            f"{data}: mining needs a dataset in the local format (corpus.jsonl, queries.jsonl, qrels/{split}.tsv)"
+        )
     ds = load_local_dataset(data, split)
     most_judged = max((len(j) for j in ds.qrels.values()), default=0)
-    result = evaluate(model, ds, k_values=(1,), cache_dir=cache_dir, device=device, family=family, adapter=adapter,
-                      batch_size=batch_size, depth=k + most_judged, progress=progress, **encoder_options)
+    result = evaluate(
+        model,
+        ds,
+        k_values=(1,),
+        cache_dir=cache_dir,
+        device=device,
+        family=family,
+        adapter=adapter,
+        batch_size=batch_size,
+        depth=k + most_judged,
+        progress=progress,
+        **encoder_options,
+    )
     mined: dict[str, list[tuple[str, float]]] = {}
     for q in ds.queries:
         judged = ds.qrels.get(q.id, {})

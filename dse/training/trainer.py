@@ -41,11 +41,10 @@ from typing import Any
 
 import torch
 
-from dse.training.checkpoint import (CheckpointError, TrainState, latest_checkpoint, load_checkpoint,
-                                     save_checkpoint)
+from dse.training.checkpoint import CheckpointError, TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from dse.training.data import BatchPlan, Sample, TrainingData, TrainingDataError, load_training_data
-from dse.training.losses import DEFAULT_TEMPERATURE, build_loss
 from dse.training.lora import LoraSettings, attach_lora, default_lora_settings, save_adapter
+from dse.training.losses import DEFAULT_TEMPERATURE, build_loss
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +100,24 @@ class TrainConfig:
 
     def fingerprint(self, *, family: str, world_size: int, total_steps: int, lora: LoraSettings) -> dict[str, Any]:
         """Settings a resumed run must share with the checkpoint's run."""
-        keys = ("model", "data", "train_split", "negatives", "hard_negatives", "batch_size", "grad_accum",
-                "weight_decay", "warmup_steps", "temperature", "matryoshka_dims", "dim", "max_pixels",
-                "min_pixels", "seed", "max_grad_norm")
+        keys = (
+            "model",
+            "data",
+            "train_split",
+            "negatives",
+            "hard_negatives",
+            "batch_size",
+            "grad_accum",
+            "weight_decay",
+            "warmup_steps",
+            "temperature",
+            "matryoshka_dims",
+            "dim",
+            "max_pixels",
+            "min_pixels",
+            "seed",
+            "max_grad_norm",
+        )
         out = {k: getattr(self, k) for k in keys}
         out.update(family=family, world_size=world_size, total_steps=total_steps, lora=asdict(lora))
         return out
@@ -222,7 +236,10 @@ def _eval_dataset(config: TrainConfig) -> Any:
 
     source = config.eval_data
     if source is None:
-        if not is_local_dataset(config.data) or not (Path(config.data) / "qrels" / f"{config.eval_split}.tsv").is_file():
+        if (
+            not is_local_dataset(config.data)
+            or not (Path(config.data) / "qrels" / f"{config.eval_split}.tsv").is_file()
+        ):
             return None
         source = config.data
     return load_local_dataset(source, config.eval_split)
@@ -284,32 +301,54 @@ def train(config: TrainConfig) -> TrainResult:
     out = Path(config.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not config.resume and latest_checkpoint(out) is not None:
-        raise TrainingError(f"{out} already holds checkpoints of a run; pass --resume to continue it or choose "
-                            "another --out")
+        raise TrainingError(
+            f"{out} already holds checkpoints of a run; pass --resume to continue it or choose another --out"
+        )
     cpu = config.device.strip().lower() == "cpu" or not torch.cuda.is_available()
     # bf16 autocast on CUDA (the encoder also loads bf16 weights there by default).
-    mixed = "bf16" if not cpu and config.dtype in (None, "auto", "bf16", "bfloat16") and \
-        torch.cuda.is_bf16_supported() else "no"
+    mixed = (
+        "bf16"
+        if not cpu and config.dtype in (None, "auto", "bf16", "bfloat16") and torch.cuda.is_bf16_supported()
+        else "no"
+    )
     accelerator = Accelerator(cpu=cpu, mixed_precision=mixed)
-    device = config.device if accelerator.num_processes == 1 and config.device not in ("auto",) else \
-        str(accelerator.device)
+    device = (
+        config.device if accelerator.num_processes == 1 and config.device not in ("auto",) else str(accelerator.device)
+    )
     set_seed(config.seed)
 
     # Data first: bad data fails in seconds, before a large model is loaded.
-    data = load_training_data(config.data, split=config.train_split, cache_dir=out / "page_cache",
-                              negatives=config.negatives)
+    data = load_training_data(
+        config.data, split=config.train_split, cache_dir=out / "page_cache", negatives=config.negatives
+    )
     eval_ds = _eval_dataset(config) if accelerator.is_main_process else None
     if config.eval_every and eval_ds is None and accelerator.is_main_process:
-        raise TrainingError(f"--eval-every needs a held-out split: {config.data} has no qrels/{config.eval_split}.tsv "
-                            "(or pass --eval-data DIR)")
-    encoder = Encoder.load(config.model, family=config.family, device=device, dtype=config.dtype, dim=config.dim,
-                           max_pixels=config.max_pixels, min_pixels=config.min_pixels)
+        raise TrainingError(
+            f"--eval-every needs a held-out split: {config.data} has no qrels/{config.eval_split}.tsv "
+            "(or pass --eval-data DIR)"
+        )
+    encoder = Encoder.load(
+        config.model,
+        family=config.family,
+        device=device,
+        dtype=config.dtype,
+        dim=config.dim,
+        max_pixels=config.max_pixels,
+        min_pixels=config.min_pixels,
+    )
     if encoder.source.adapters:
-        raise TrainingError(f"{config.model} comes with a PEFT adapter ({encoder.source.adapters[-1]}); merge it "
-                            "first with `dse train merge --adapter ... --out DIR` and train on DIR")
+        raise TrainingError(
+            f"{config.model} comes with a PEFT adapter ({encoder.source.adapters[-1]}); merge it "
+            "first with `dse train merge --adapter ... --out DIR` and train on DIR"
+        )
 
-    lora = default_lora_settings(encoder.family, r=config.lora_r, alpha=config.lora_alpha,
-                                 dropout=config.lora_dropout, target_modules=config.lora_targets)
+    lora = default_lora_settings(
+        encoder.family,
+        r=config.lora_r,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        target_modules=config.lora_targets,
+    )
     lr = config.learning_rate if config.learning_rate is not None else lora.learning_rate
     try:
         peft_model = attach_lora(encoder.model, lora)
@@ -318,15 +357,20 @@ def train(config: TrainConfig) -> TrainResult:
     if config.gradient_checkpointing:
         encoder.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     dim = config.dim or getattr(encoder, "dim", None)
-    loss_fn = build_loss(encoder.kind, temperature=config.temperature, dim=dim if encoder.kind == "single" else None,
-                         matryoshka_dims=config.matryoshka_dims)
+    loss_fn = build_loss(
+        encoder.kind,
+        temperature=config.temperature,
+        dim=dim if encoder.kind == "single" else None,
+        matryoshka_dims=config.matryoshka_dims,
+    )
     module = RetrievalTrainingModule(encoder, loss_fn, data)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
 
     world = accelerator.num_processes
-    plan = BatchPlan(data.examples, batch_size=config.batch_size, hard_negatives=config.hard_negatives,
-                     seed=config.seed)
+    plan = BatchPlan(
+        data.examples, batch_size=config.batch_size, hard_negatives=config.hard_negatives, seed=config.seed
+    )
     per_step = world * config.grad_accum
     steps_per_epoch = max(len(plan.batches(0)) // per_step, 1)
     total = config.max_steps if config.max_steps is not None else max(math.ceil(config.epochs * steps_per_epoch), 1)
@@ -341,19 +385,40 @@ def train(config: TrainConfig) -> TrainResult:
         if ckpt is None:
             logger.warning("--resume: no checkpoint in %s; starting from scratch", out)
         else:
-            state = load_checkpoint(ckpt, peft_model=peft_model, optimizer=optimizer, scheduler=scheduler,
-                                    fingerprint=fingerprint)
+            state = load_checkpoint(
+                ckpt, peft_model=peft_model, optimizer=optimizer, scheduler=scheduler, fingerprint=fingerprint
+            )
             step, micro, resumed_from = state.step, state.micro_batches, state.step
             if accelerator.is_main_process:
                 _truncate_log(log_path, step)
     elif accelerator.is_main_process and log_path.exists():
         log_path.unlink()
     if accelerator.is_main_process:
-        (out / CONFIG_FILE).write_text(json.dumps({**asdict(config), "family": encoder.family, "total_steps": total,
-                                                   "learning_rate": lr, "lora": asdict(lora), "world_size": world},
-                                                  indent=2, sort_keys=True, default=str), encoding="utf-8")
-        logger.info("%s; %d steps of %d queries x %d processes x %d accumulation (%d steps per epoch)",
-                    data.summary(), total, config.batch_size, world, config.grad_accum, steps_per_epoch)
+        (out / CONFIG_FILE).write_text(
+            json.dumps(
+                {
+                    **asdict(config),
+                    "family": encoder.family,
+                    "total_steps": total,
+                    "learning_rate": lr,
+                    "lora": asdict(lora),
+                    "world_size": world,
+                },
+                indent=2,
+                sort_keys=True,
+                default=str,
+            ),
+            encoding="utf-8",
+        )
+        logger.info(
+            "%s; %d steps of %d queries x %d processes x %d accumulation (%d steps per epoch)",
+            data.summary(),
+            total,
+            config.batch_size,
+            world,
+            config.grad_accum,
+            steps_per_epoch,
+        )
 
     result = TrainResult(out=out, steps=step, total_steps=total, resumed_from=resumed_from, encoder=encoder)
     base_name = encoder.source.model
@@ -364,11 +429,21 @@ def train(config: TrainConfig) -> TrainResult:
         nonlocal last_saved
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            save_checkpoint(out, peft_model=peft_model, base_model=base_name, optimizer=optimizer,
-                            scheduler=scheduler, keep=config.save_total_limit,
-                            state=TrainState(step=step, micro_batches=micro, epoch=epoch, fingerprint=fingerprint,
-                                             extra={"loss": result.losses[-1] if result.losses else None,
-                                                    "time": time.time()}))
+            save_checkpoint(
+                out,
+                peft_model=peft_model,
+                base_model=base_name,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                keep=config.save_total_limit,
+                state=TrainState(
+                    step=step,
+                    micro_batches=micro,
+                    epoch=epoch,
+                    fingerprint=fingerprint,
+                    extra={"loss": result.losses[-1] if result.losses else None, "time": time.time()},
+                ),
+            )
         last_saved = step
 
     def run_eval() -> None:
@@ -382,8 +457,14 @@ def train(config: TrainConfig) -> TrainResult:
 
     stream = plan.micro_batches(start=micro)
     module.train()
-    bar = tqdm(total=total, initial=step, desc="training", unit="step", dynamic_ncols=True,
-               disable=not (config.progress and accelerator.is_main_process))
+    bar = tqdm(
+        total=total,
+        initial=step,
+        desc="training",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not (config.progress and accelerator.is_main_process),
+    )
     try:
         while step < total:
             if config.stop_after is not None and step >= config.stop_after:
@@ -409,8 +490,9 @@ def train(config: TrainConfig) -> TrainResult:
             mean_loss = float(accelerator.reduce(torch.stack(losses).mean(), reduction="mean"))
             result.losses.append(mean_loss)
             if accelerator.is_main_process:
-                _append_log(log_path, {"step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
-                                       "epoch": epoch})
+                _append_log(
+                    log_path, {"step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0], "epoch": epoch}
+                )
             bar.update(1)
             bar.set_postfix(loss=f"{mean_loss:.4f}", epoch=epoch)
             if config.save_every and step % config.save_every == 0 and step < total:
@@ -433,9 +515,16 @@ def train(config: TrainConfig) -> TrainResult:
         return result
     run_eval()
     if accelerator.is_main_process:
-        extra = {"base_model": base_name, "family": encoder.family, "steps": step, "dim": dim,
-                 "settings": encoder.settings, "lora": asdict(lora), "learning_rate": lr,
-                 "final_eval": result.evals[-1]["eval"] if result.evals else None}
+        extra = {
+            "base_model": base_name,
+            "family": encoder.family,
+            "steps": step,
+            "dim": dim,
+            "settings": encoder.settings,
+            "lora": asdict(lora),
+            "learning_rate": lr,
+            "final_eval": result.evals[-1]["eval"] if result.evals else None,
+        }
         save_adapter(peft_model, out, base_model=base_name, extra=extra)
         logger.info("saved the adapter in %s", out)
     accelerator.wait_for_everyone()
