@@ -116,7 +116,7 @@ def case_pdf_pdf2image(pdf: str, out: str, threads: int = 1) -> dict:
 def case_render(inputs: list[str], out: str, settings_kwargs: dict, serve: str | None = None) -> dict:
     import contextlib
 
-    from fixtures_docs import serve_http
+    from support.docs import serve_http
 
     from renderers import PageRecord, Renderer, RenderSettings
 
@@ -141,9 +141,9 @@ def case_render(inputs: list[str], out: str, settings_kwargs: dict, serve: str |
 
 def case_web_fresh_browser(names: list[str], out: str, root: str) -> dict:
     """Baseline: launch a new Chromium for every page (same flags and wait policy as ours)."""
-    from fixtures_docs import serve_http
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
+    from support.docs import serve_http
 
     from renderers.web import CHROMIUM_ARGS, find_chromium
 
@@ -258,7 +258,7 @@ def main() -> None:
         print(json.dumps(CASES[opts.case](json.loads(opts.args))))
         return
 
-    from fixtures_docs import make_pdf, make_pptx
+    from support.docs import make_pdf, make_pptx
 
     n_pdf, n_web, n_decks = (20, 8, 2) if opts.quick else (60, 24, 6)
     workers = max(2, min(os.cpu_count() or 2, 4))

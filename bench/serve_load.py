@@ -28,7 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from server_helpers import free_port, make_page  # noqa: E402
+from support.server import free_port, make_page  # noqa: E402
 
 WORDS = [
     "revenue",

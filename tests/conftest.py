@@ -39,8 +39,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], 
 
 @pytest.fixture(scope="module")
 def dse_col(tiny_model_dir: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A small indexed collection (tests/server_helpers.CORPUS) with the tiny dse-qwen2 model."""
-    from server_helpers import build_collection
+    """A small indexed collection (support.server.CORPUS) with the tiny dse-qwen2 model."""
+    from support.server import build_collection
 
     return build_collection("dse-qwen2", tiny_model_dir("dse-qwen2"), tmp_path_factory.getbasetemp())
 
@@ -48,6 +48,6 @@ def dse_col(tiny_model_dir: Callable[[str], Path], tmp_path_factory: pytest.Temp
 @pytest.fixture(scope="module")
 def col_col(tiny_model_dir: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The same collection with the tiny colqwen2 model (multi-vector, MaxSim)."""
-    from server_helpers import build_collection
+    from support.server import build_collection
 
     return build_collection("colqwen2", tiny_model_dir("colqwen2"), tmp_path_factory.getbasetemp())

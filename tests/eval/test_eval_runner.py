@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from eval_fixtures import make_local_benchmark
+from support.eval_data import make_local_benchmark
 
 from dse.eval.data import CorpusItem, load_local_dataset
 from dse.eval.runner import evaluate

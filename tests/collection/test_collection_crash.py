@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_docs import make_pdf
+from support.docs import make_pdf
 
 from dse.collection import Collection
+
+pytestmark = pytest.mark.subprocess
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from eval_fixtures import make_local_benchmark
+from support.eval_data import make_local_benchmark
 
 from dse.cli import main
 

@@ -10,14 +10,17 @@ import re
 import shutil
 
 import pytest
-from server_helpers import Built, build_collection, live_server
+from support.server import Built, build_collection, live_server
 
 from dse.server.app import create_app
 from renderers.web import CHROMIUM_ARGS
 
 KEY = "ui-test-key-42"
 
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed"),
+]
 
 
 @pytest.fixture(scope="module")

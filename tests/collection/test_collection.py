@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_docs import make_html_site, make_pdf, make_pptx
 from PIL import Image
+from support.docs import make_html_site, make_pdf, make_pptx
 
 from dse.collection import Collection, CollectionError
 from dse.collection.fusion import reciprocal_rank_fusion
 from renderers import RenderSettings
+
+pytestmark = [pytest.mark.office, pytest.mark.browser]
 
 SMALL = RenderSettings(dpi=36)
 
@@ -120,7 +122,7 @@ def test_where_filter_and_empty_query(dse_collection: Collection, corpus: Path) 
 def test_query_images_are_read_like_pages(dse_collection: Collection, tmp_path: Path) -> None:
     """A query photo stored sideways with an EXIF orientation searches as its upright view;
     an unreadable or oversized query image is a CollectionError, not a traceback."""
-    from fixtures_docs import make_exif_rotated_jpeg
+    from support.docs import make_exif_rotated_jpeg
 
     from renderers import load_image
 
@@ -190,6 +192,7 @@ def test_bad_sources_do_not_stop_the_job(tmp_path: Path, tiny_model_dir) -> None
     _assert_consistent(col)
 
 
+@pytest.mark.subprocess
 def test_refuses_to_mix_encoders_and_reports_damage(tmp_path: Path, tiny_model_dir) -> None:
     d = tmp_path / "c"
     col = Collection.create(d, model=str(tiny_model_dir("dse-qwen2")), device="cpu", dim=32)
@@ -223,6 +226,7 @@ def _dse(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.subprocess
 def test_cli_index_search_stats_remove(tmp_path: Path, tiny_model_dir, corpus: Path) -> None:
     model = str(tiny_model_dir("colqwen2"))
     col = str(tmp_path / "c")
@@ -272,6 +276,7 @@ def test_cli_index_search_stats_remove(tmp_path: Path, tiny_model_dir, corpus: P
         assert "Traceback" not in r.stderr and "error:" in r.stderr
 
 
+@pytest.mark.subprocess
 def test_cli_reports_unreachable_hub_in_one_line(tmp_path: Path, corpus: Path) -> None:
     r = _dse("index", str(corpus / "report.pdf"), "--collection", str(tmp_path / "c"))
     assert r.returncode == 3
@@ -280,6 +285,7 @@ def test_cli_reports_unreachable_hub_in_one_line(tmp_path: Path, corpus: Path) -
     assert len(lines) == 1 and "--model" in lines[0] and "MrLight/dse-qwen2-2b-mrl-v1" in lines[0]
 
 
+@pytest.mark.subprocess
 def test_corrupted_index_file_gives_clear_cli_error(tmp_path: Path, tiny_model_dir, corpus: Path) -> None:
     col = tmp_path / "c"
     r = _dse(

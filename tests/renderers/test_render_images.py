@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_docs import (
+from PIL import Image
+from support.docs import (
     color_close,
     make_exif_rotated_jpeg,
     make_multiframe_tiff,
@@ -15,7 +16,6 @@ from fixtures_docs import (
     mean_color,
     page_color,
 )
-from PIL import Image
 
 from renderers import PageRecord, RenderFailure, RenderSettings, render
 

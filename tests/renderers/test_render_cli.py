@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures_docs import box_to_pixels, color_close, make_html_site, make_pdf, mean_color, page_color
 from PIL import Image
+from support.docs import box_to_pixels, color_close, make_html_site, make_pdf, mean_color, page_color
 
 from dse.cli import main
 from renderers import make_doc_id
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _manifest(out: Path) -> list[dict]:
@@ -115,6 +115,7 @@ def test_out_is_a_file_and_bad_numbers_exit_2(tmp_path, capsys):
     assert exc.value.code == 2
 
 
+@pytest.mark.subprocess
 def test_real_process_exit_codes_and_no_traceback(tmp_path):
     """Run ``python -m dse render`` as users do: stdout summary, stderr messages, exit status."""
     good = make_pdf(tmp_path / "good.pdf", n_pages=1)
@@ -136,6 +137,7 @@ def test_real_process_exit_codes_and_no_traceback(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Chromium is not installed")
+@pytest.mark.browser
 def test_web_tiles_from_the_cli(tmp_path, capsys):
     site = make_html_site(tmp_path / "www", n_pages=1, n_bands=2)
     out = tmp_path / "out"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_fixtures import KEYS, make_colour_dataset, make_hub_copy, page_image
+from support.training import KEYS, make_colour_dataset, make_hub_copy, page_image
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@
 :mod:`dse.eval.data`:
 
 * ``pages/*.png``: ``n_image_pages`` page images (``image`` corpus items), each a solid
-  colour (:func:`fixtures_docs.page_color`) with one large printed word;
+  colour (:func:`support.docs.page_color`) with one large printed word;
 * ``docs/report.pdf``: a PDF of ``n_pdf_pages`` pages (``source`` + ``page`` corpus
   items), each with its own large word and colour block;
 * one text query per page naming its word (relevance 1 to that page; the first query
@@ -12,7 +12,7 @@
   query (a crop of a page's colour) judged relevant to that page;
 * ``qrels/test.tsv`` (and ``qrels/train.tsv`` with the same judgements when ``train``).
 
-Import from tests as ``from eval_fixtures import make_local_benchmark``.
+Import from tests as ``from support.eval_data import make_local_benchmark``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fixtures_docs import page_color
+from support.docs import page_color
 
 #: distinct printable words (also present in the tiny tokenizer's training text)
 WORDS = ("revenue", "water", "chart", "table", "people", "number", "report", "figure", "image", "slide")

@@ -9,7 +9,7 @@ Geometry conventions: boxes are ``(x0, y0, x1, y1)`` *fractions* of the page/sli
 width and height, measured from the **top-left** corner, so a test can turn them
 into pixel coordinates at any resolution with :func:`box_to_pixels`.
 
-Import from tests as ``from fixtures_docs import make_pdf`` (pytest puts ``tests/``
+Import from tests as ``from support.docs import make_pdf`` (pytest puts ``tests/``
 on ``sys.path``); benchmarks add ``tests/`` to ``sys.path`` themselves.
 """
 

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from fixtures_docs import make_pdf
 from PIL import Image
+from support.docs import make_pdf
 
 from renderers import (
     PageRecord,

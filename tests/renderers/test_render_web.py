@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fixtures_docs import (
+from PIL import Image
+from support.docs import (
     Response,
     box_to_pixels,
     closed_port,
@@ -20,15 +21,17 @@ from fixtures_docs import (
     mean_color,
     serve_http,
 )
-from PIL import Image
 
 from renderers import PageRecord, RenderFailure, RenderSettings, render
 from renderers.web import file_url_allowed
 
-pytestmark = pytest.mark.skipif(
-    not (os.environ.get("DSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")),
-    reason="Chromium is not installed",
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not (os.environ.get("DSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")),
+        reason="Chromium is not installed",
+    ),
+]
 
 RED, GREEN = (255, 0, 0), (0, 200, 0)
 

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from fixtures_docs import make_pdf
+from support.docs import make_pdf
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ENCODER_ID = "MrLight/dse-qwen2-2b-mrl-v1"
 GENERATOR_ID = "Qwen/Qwen2-VL-2B-Instruct"
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from train_fixtures import make_colour_dataset
+from support.training import make_colour_dataset
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "finetune.ipynb"
+pytestmark = pytest.mark.notebook
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "finetune.ipynb"
 
 
 def _text(nb: nbformat.NotebookNode) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from server_helpers import Built, live_server
+from support.server import Built, live_server
 
 from dse.encoders import InvalidInput
 from dse.server.app import create_app

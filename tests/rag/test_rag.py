@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_docs import make_pdf
 from PIL import Image
+from support.docs import make_pdf
 
 from dse.cli import main
 from dse.collection import Collection

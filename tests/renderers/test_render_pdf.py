@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_docs import (
+from PIL import Image
+from support.docs import (
     box_to_pixels,
     color_close,
     dark_fraction,
@@ -17,7 +18,6 @@ from fixtures_docs import (
     mean_color,
     page_color,
 )
-from PIL import Image
 
 import renderers.pdf as pdf_mod
 from renderers import (

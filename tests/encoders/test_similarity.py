@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from server_helpers import make_page
+from support.server import make_page
 
 from dse import Encoder
 from dse.encoders.similarity import SimilarityError, colormap, encode_page_tokens, similarity_map

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "evaluate.ipynb"
+pytestmark = pytest.mark.notebook
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "evaluate.ipynb"
 
 
 def test_notebook_has_no_committed_outputs() -> None:

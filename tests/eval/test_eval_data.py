@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from eval_fixtures import make_local_benchmark
+from support.eval_data import make_local_benchmark
 
 from dse.eval.compare import RunScores, compare_runs, format_comparison, paired_tests
 from dse.eval.data import (

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from fixtures_docs import (
+from support.docs import (
     box_to_pixels,
     color_close,
     dark_fraction,
@@ -24,6 +24,8 @@ from fixtures_docs import (
 )
 
 from renderers import PageRecord, RenderFailure, RenderSettings, render
+
+pytestmark = pytest.mark.office
 
 needs_soffice = pytest.mark.skipif(
     not (os.environ.get("DSE_SOFFICE") or shutil.which("soffice") or shutil.which("libreoffice")),

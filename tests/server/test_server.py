@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from server_helpers import Built, copy_collection, make_page
+from support.server import Built, copy_collection, make_page
 
 from dse.cli import main
 from dse.collection import Collection

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (documents, datasets, collections, servers); importable as ``support.*``."""
