@@ -2,7 +2,7 @@
 
 Each conversion runs ``soffice --headless --convert-to pdf`` in its own process
 group with a timeout (the whole group is killed on expiry) and with a user profile
-(``-env:UserInstallation``) owned by one worker at a time, so parallel conversions
+(``-env:UserInstallation``) used by one worker at a time, so parallel conversions
 never share a profile. Profiles are reused by the next conversion of that worker
 (faster start); a profile whose conversion was killed is thrown away.
 The resulting PDF is rendered by :mod:`renderers.pdf` (one page per slide).

@@ -29,9 +29,9 @@ Sizes above are the "tiny" preset; ``size="small"`` (see :data:`SIZES`) is a wid
 deeper 224 px variant for encode benchmarks.
 
 The tokenizer pads on the RIGHT, as the published ColPali checkpoints do (the
-colpali maintainers set ``padding_side="right"`` for PaliGemma, illuin-tech/colpali
-issue #12); left-padded rows would also be fully masked rows, which give NaN with
-``sdpa`` attention on CPU.
+colpali maintainers set ``padding_side="right"`` for PaliGemma, as discussed on
+illuin-tech/colpali's tracker); left-padded rows would also be fully masked rows, which
+give NaN with ``sdpa`` attention on CPU.
 """
 
 from __future__ import annotations
