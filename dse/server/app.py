@@ -48,7 +48,7 @@ from dse.server.errors import install_error_handlers
 from dse.server.limits import Limits
 from dse.server.middleware import BodyLimitMiddleware
 from dse.server.routes import answer, info, pages, search, similarity, web
-from dse.server.schemas import RequestModels, SimilarityOut, request_models
+from dse.server.schemas import RequestModels, SimilarityOut, error_responses, request_models
 from dse.server.state import ServerState
 
 TITLE = "dse"
@@ -124,7 +124,8 @@ def create_app(
         (answer.build(models), protected, state.answer_enabled),
     ]
     for router, dependencies, documented in routers:
-        app.include_router(router, dependencies=dependencies, include_in_schema=documented)
+        responses = error_responses(401) if api_key and dependencies is protected else None
+        app.include_router(router, dependencies=dependencies, include_in_schema=documented, responses=responses)
     app.state.api_routers = [router for router, _, _ in routers]  # for the Allow header of a 405
     web.install(app, title=TITLE)
 
