@@ -77,7 +77,7 @@ def _allowed_methods(app: FastAPI, path: str) -> str | None:
     for route in routes:
         regex = getattr(route, "path_regex", None)
         if regex is not None and getattr(route, "methods", None) and regex.match(path):
-            methods |= set(route.methods)
+            methods |= set(getattr(route, "methods", ()))
     return ", ".join(sorted(methods)) or None
 
 

@@ -25,6 +25,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from dse.server.limits import Limits
@@ -80,7 +81,7 @@ def filters_type(limits: Limits) -> Any:
     }
     key = Annotated[str, StringConstraints(min_length=1, max_length=MAX_FILTER_KEY_CHARS, pattern=FILTER_KEY)]
     return Annotated[
-        dict[key, StrictStr | StrictInt | StrictFloat | StrictBool],  # type: ignore[valid-type]
+        dict[key, StrictStr | StrictInt | StrictFloat | StrictBool],
         Field(max_length=limits.max_filters),
         WithJsonSchema(schema),
     ]
@@ -141,7 +142,7 @@ def request_models(limits: Limits) -> RequestModels:
     query_text = text_type(limits, "the query text")
     fused_text = text_type(limits, "text: with an image, a fused text + image query")
     question_text = text_type(limits, "the question")
-    both = {"not": {"required": ["filters", "where"]}}
+    both: JsonDict = {"not": {"required": ["filters", "where"]}}
 
     class SearchRequest(_Closed):
         """A text search (image and fused queries: send multipart/form-data with an ``image`` file)."""

@@ -62,10 +62,10 @@ def thumbnail(path: Path, width: int) -> bytes:
     """JPEG bytes of the image at ``path`` scaled down to ``width`` pixels (never up)."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if im.width > width:
-            im = im.resize((width, max(1, round(im.height * width / im.width))), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=85)
-        return buf.getvalue()
+    with Image.open(path) as source:
+        im = source.convert("RGB")
+    if im.width > width:
+        im = im.resize((width, max(1, round(im.height * width / im.width))), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85)
+    return buf.getvalue()

@@ -94,7 +94,7 @@ async def _read_form(request: Request, model: type[BaseModel]) -> tuple[Any, byt
 async def _run_search(
     state: ServerState, text: str | None, image: Any, k: int, where: dict[str, str] | None, fusion: str | None
 ) -> list[Hit]:
-    if image is None and state.batcher is not None:
+    if image is None and text is not None and state.batcher is not None:
         try:
             return await asyncio.wrap_future(state.batcher.submit(text, k, where))
         except (CollectionError, EncoderError) as exc:

@@ -24,7 +24,7 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 def swagger_ui_dir() -> Path | None:
     """The directory of an installed Swagger UI >= 5 bundle, or ``None``."""
     try:
-        from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-not-found]
+        from swagger_ui_bundle import swagger_ui_path
     except ImportError:
         return None
     path = Path(str(swagger_ui_path))
