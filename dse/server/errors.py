@@ -33,6 +33,8 @@ def error_items(errors: Iterable[Any]) -> list[dict[str, Any]]:
         kind = str(e.get("type", ""))
         if kind == "string_pattern_mismatch" and (e.get("ctx") or {}).get("pattern") == NON_BLANK:
             msg = "must not be blank (give some non-whitespace text)"
+        elif kind == "missing" and loc == ["body", "image"]:
+            msg = "Field required: a multipart query is an image query (send a text-only query as JSON)"
         elif (kind.endswith("_type") or kind.endswith("_parsing")) and "input" in e:
             msg += f", got {_short(e['input'])}"
         items.append({"loc": loc, "msg": msg, "type": str(e.get("type", "value_error"))})

@@ -1,4 +1,5 @@
-"""``POST /search``: a text query as JSON, or an image / fused text + image query as multipart/form-data.
+"""``POST /search``: a text query as JSON; an image query (optionally fused with a text, or ranked with
+it by RRF) as multipart/form-data.
 
 Both bodies are validated against the models the OpenAPI document declares (``SearchRequest``,
 ``SearchForm``): unknown fields, ``"k": true``, blank texts are refused with 422. Text-only queries

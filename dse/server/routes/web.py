@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 NO_CACHE = {"Cache-Control": "no-cache"}
+PAGE_METHODS = ["GET", "HEAD"]  # curl -I, link checkers
 
 
 def swagger_ui_dir() -> Path | None:
@@ -41,18 +42,18 @@ def install(app: FastAPI, *, title: str, swagger_dir: Path | None = None) -> Non
     ``swagger_dir``: the Swagger UI bundle to serve (default: :func:`swagger_ui_dir`)."""
     swagger_dir = swagger_dir if swagger_dir is not None else swagger_ui_dir()
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=PAGE_METHODS, include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers=NO_CACHE)
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @app.api_route("/favicon.ico", methods=PAGE_METHODS, include_in_schema=False)
     async def favicon() -> FileResponse:
         return FileResponse(STATIC_DIR / "favicon.ico", headers={"Cache-Control": "public, max-age=86400"})
 
     if swagger_dir is not None:
         app.mount("/docs/assets", StaticFiles(directory=swagger_dir), name="swagger-ui")
 
-        @app.get("/docs", include_in_schema=False)
+        @app.api_route("/docs", methods=PAGE_METHODS, include_in_schema=False)
         async def swagger_docs() -> HTMLResponse:
             return get_swagger_ui_html(
                 openapi_url=app.openapi_url or "/openapi.json",
@@ -66,7 +67,7 @@ def install(app: FastAPI, *, title: str, swagger_dir: Path | None = None) -> Non
 
     else:
 
-        @app.get("/docs", include_in_schema=False)
+        @app.api_route("/docs", methods=PAGE_METHODS, include_in_schema=False)
         async def builtin_docs() -> Response:
             return FileResponse(STATIC_DIR / "docs.html", headers=NO_CACHE)
 
