@@ -8,6 +8,12 @@ const el = (tag, props = {}, ...children) => {
   return node;
 };
 const refName = (ref) => ref.split("/").pop();
+// text with `code` spans (the descriptions are Markdown; only inline code is rendered)
+const prose = (tag, className, text) => {
+  const node = el(tag, { className });
+  String(text).split("`").forEach((part, i) => node.append(i % 2 ? el("code", {}, part) : part));
+  return node;
+};
 const refLink = (ref) => el("a", { href: `#schema-${refName(ref)}`, className: "type" }, refName(ref));
 
 function constraints(s) {
@@ -56,7 +62,7 @@ function propertiesTable(schema) {
 
 function operation(path, method, op) {
   const body = el("div", { className: "body" });
-  if (op.description) body.append(el("p", { className: "description" }, op.description));
+  if (op.description) body.append(prose("p", "description", op.description));
   if (op.security && op.security.length) body.append(el("p", { className: "lock" }, "Needs the API key (X-API-Key header, Bearer token or ?key=)."));
   if (op.parameters && op.parameters.length) {
     body.append(el("h4", {}, "Parameters"));
@@ -103,7 +109,7 @@ async function main() {
   status.textContent = "";
   document.getElementById("api-version").textContent = `version ${spec.info.version} · OpenAPI ${spec.openapi}`;
   document.getElementById("api-summary").textContent = spec.info.summary || "";
-  document.getElementById("api-description").textContent = spec.info.description || "";
+  document.getElementById("api-description").replaceWith(prose("div", "description", spec.info.description || ""));
   const ops = document.getElementById("operations");
   const toc = document.getElementById("toc");
   for (const [path, methods] of Object.entries(spec.paths)) {
@@ -117,7 +123,7 @@ async function main() {
   document.getElementById("schemas-title").hidden = !Object.keys(schemas).length;
   for (const [name, schema] of Object.entries(schemas).sort()) {
     const box = el("div", { className: "schema", id: `schema-${name}` }, el("h3", {}, name));
-    if (schema.description) box.append(el("p", { className: "description" }, schema.description));
+    if (schema.description) box.append(prose("p", "description", schema.description));
     if (schema.properties) box.append(propertiesTable(schema));
     else box.append(el("p", {}, typeOf(schema)));
     document.getElementById("schemas").append(box);
