@@ -8,8 +8,8 @@ a real uvicorn server over the tiny-model collections, with 0 failures:
 
 Bounded: ``--max-examples`` per operation (``DSE_SCHEMATHESIS_EXAMPLES``, default 10), a fixed seed
 (``DSE_SCHEMATHESIS_SEED``) so CI runs are reproducible, a per-request timeout, a response-time
-bound (30 s) and a timeout on the whole run. The schemathesis CLI runs in a child process, with :mod:`schemathesis_hooks` teaching it
-what an image file is.
+bound (30 s) and a timeout on the whole run. The schemathesis CLI runs in a child process, with
+:mod:`schemathesis_hooks` teaching it what an image file is.
 """
 
 from __future__ import annotations
