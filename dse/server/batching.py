@@ -37,7 +37,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 #: encode(texts) -> one result per text (e.g. a ``(n, dim)`` array or a list of ``(t_i, dim)`` arrays)
-EncodeFn = Callable[[list[str]], Sequence[Any]]
+EncodeFn = Callable[[list[str]], Any]  # (n, dim) array or n per-token arrays
 #: search(encodings of a group of queries, k, where) -> one result (e.g. a hit list) per query
 SearchFn = Callable[[list[Any], int, Any], Sequence[Any]]
 

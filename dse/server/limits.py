@@ -1,14 +1,15 @@
-"""Request limits of the HTTP server and the checks that enforce them.
+"""Request limits of the HTTP server, its client-error exception, and the query-image decoder.
 
-Every violation raises :class:`RequestError` carrying an HTTP status and a one-line,
-specific message; the app turns it into ``{"detail": message}`` with that status.
+The limits on fields (``k``, text length, number of filters) are enforced by the request models
+(:mod:`dse.server.schemas`), so they are in the OpenAPI document; the body size by
+:class:`~dse.server.middleware.BodyLimitMiddleware`; the image size by :func:`decode_image`.
+Other violations raise :class:`RequestError` carrying an HTTP status and a one-line, specific
+message; the app turns it into ``{"detail": message}`` with that status.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from PIL import Image
 
@@ -42,55 +43,6 @@ class Limits:
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-def check_text(text: Any, limits: Limits, *, what: str = "text", required: bool = False) -> str | None:
-    """``None`` for a missing/blank optional text; the stripped-length-checked string otherwise."""
-    if text is None or (isinstance(text, str) and not text.strip()):
-        if required:
-            raise RequestError(400, f"empty {what}: give a non-blank {what}")
-        return None
-    if not isinstance(text, str):
-        raise RequestError(400, f"{what} must be a string")
-    if len(text) > limits.max_text_chars:
-        raise RequestError(413, f"{what} is too long: {len(text)} characters (limit {limits.max_text_chars})")
-    return text
-
-
-def check_k(k: Any, limits: Limits, *, maximum: int | None = None, name: str = "k") -> int:
-    """An integer in ``[1, maximum]`` (default ``limits.max_k``); strings of digits are accepted."""
-    top = limits.max_k if maximum is None else maximum
-    try:
-        value = int(k)
-        if isinstance(k, float) and k != value:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise RequestError(400, f"{name} must be an integer, got {k!r}") from None
-    if not 1 <= value <= top:
-        raise RequestError(400, f"{name} must be between 1 and {top}, got {value}")
-    return value
-
-
-def check_filters(filters: Any, limits: Limits) -> dict[str, str] | None:
-    """Metadata filters: a flat JSON object of scalar values (string equality, AND); ``None`` when empty."""
-    if filters is None:
-        return None
-    if not isinstance(filters, Mapping):
-        raise RequestError(400, 'filters must be a JSON object of key: value pairs, e.g. {"team": "finance"}')
-    if len(filters) > limits.max_filters:
-        raise RequestError(400, f"too many filters: {len(filters)} (limit {limits.max_filters})")
-    out: dict[str, str] = {}
-    for key, value in filters.items():
-        if not isinstance(key, str) or not key.strip():
-            raise RequestError(400, "filter keys must be non-empty strings")
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        if not isinstance(value, (str, int, float)):
-            raise RequestError(
-                400, f"filter {key!r}: the value must be a string or a number, got {type(value).__name__}"
-            )
-        out[key] = str(value)
-    return out or None
 
 
 def decode_image(data: bytes, limits: Limits, *, what: str = "uploaded image") -> Image.Image:

@@ -1,9 +1,11 @@
 """API-key protection of the server and the bind-address rule.
 
 * With an API key, every endpoint except ``GET /health``, the web page shell (``/``,
-  ``/static/*``) and the API description (``/docs``, ``/redoc``, ``/openapi.json``: no data)
-  requires it, as ``X-API-Key: KEY``, ``Authorization: Bearer KEY`` or a ``?key=KEY``
+  ``/favicon.ico``, ``/static/*``) and the API description (``/docs``, ``/openapi.json``: no
+  data) requires it, as ``X-API-Key: KEY``, ``Authorization: Bearer KEY`` or a ``?key=KEY``
   query parameter (for links; headers keep it out of logs). Keys are compared in constant time.
+  The OpenAPI document declares these three schemes on the protected operations only, and only
+  when the server has a key.
 * Binding to an address other than loopback requires a key: :func:`check_bind` refuses.
 """
 
@@ -14,13 +16,16 @@ import ipaddress
 import socket
 
 from fastapi import Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
 from dse.server.limits import RequestError
 
 #: OpenAPI-documented schemes (Swagger UI's "Authorize" button fills them in).
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
 bearer = HTTPBearer(auto_error=False, description="the server's API key as a bearer token")
+api_key_query = APIKeyQuery(
+    name="key", auto_error=False, description="the server's API key as ?key= (for links; headers stay out of logs)"
+)
 
 MIN_KEY_LENGTH = 8
 
@@ -39,7 +44,7 @@ def is_loopback(host: str) -> bool:
     except OSError:
         return False
     addresses = {info[4][0] for info in infos}
-    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+    return bool(addresses) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses)
 
 
 def check_bind(host: str, api_key: str | None) -> None:

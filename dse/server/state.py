@@ -38,6 +38,7 @@ from dse.collection import Collection, CollectionError, Hit
 from dse.encoders.base import Encoder, EncoderError, Vectors
 from dse.server.batching import QueryBatcher
 from dse.server.limits import Limits, RequestError
+from dse.server.schemas import MAX_PAGE_ID
 
 logger = logging.getLogger(__name__)
 
@@ -283,6 +284,8 @@ class ServerState:
     # ------------------------------------------------------------------ pages
     def page_image_path(self, page_id: int) -> Path:
         """The image file of ``page_id``, looked up in the collection's SQLite store (404 otherwise)."""
+        if not 0 <= page_id <= MAX_PAGE_ID:  # beyond SQLite's 64-bit rowids: cannot exist
+            raise RequestError(404, f"no page {page_id} in this collection")
         col = self.collection
         row = col.store.pages([int(page_id)]).get(int(page_id))
         if row is None:

@@ -1,7 +1,8 @@
 """The web page in a real browser: Playwright (python) drives Debian's Chromium against a real uvicorn
 server over a tiny colqwen2 collection with an API key and a tiny answer generator: the key from
 ``?key=``, a text search, the page viewer with a similarity map, a drag-and-dropped image query,
-and answer mode."""
+and answer mode; then (tiny dse-qwen2) the page's details as a person sees them: the favicon, the
+API-key placeholder, thumbnails while they load, and ``/docs`` with nothing fetched from outside."""
 
 from __future__ import annotations
 
@@ -114,5 +115,98 @@ def test_search_viewer_similarity_image_and_answer(col_col: Built, tiny_model_di
             assert page.locator("#answer-pages .hit").count() >= 1
             expect(page.locator("#answer-pages .hit").first.locator("figcaption")).to_contain_text("[")
             assert errors == []
+        finally:
+            browser.close()
+
+
+# the page as a person sees it: the favicon, the key field, thumbnails while they load, /docs offline
+PLACEHOLDER_FITS = """() => {
+  // lay the placeholder out as the field's text (a text field: a password shows dots) and compare the
+  // width it needs with the width the field shows; then put the field back as it was
+  const input = document.getElementById("api-key");
+  const [type, value] = [input.type, input.value];
+  input.type = "text";
+  input.value = input.placeholder;
+  const size = { needed: input.scrollWidth, shown: input.clientWidth };
+  input.type = type;
+  input.value = value;
+  return size;
+}"""
+
+
+def test_favicon_key_placeholder_thumbnails_and_offline_docs(dse_col: Built) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    app = create_app(dse_col.directory, device="cpu", encoder=dse_col.encoder, api_key=KEY)
+    with live_server(app) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=list(CHROMIUM_ARGS))
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.set_default_timeout(60_000)
+            errors: list[str] = []
+            failed: list[str] = []
+            external: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+
+            def local_only(route) -> None:  # nothing may come from outside the server (works offline)
+                if route.request.url.startswith(url):
+                    route.continue_()
+                else:
+                    external.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", local_only)
+
+            # the favicon the page links to is served (no 404 in the console)
+            page.goto(url + f"/?key={KEY}")
+            expect(page.locator("#info")).to_contain_text("5 pages")
+            # (headless Chromium does not fetch favicons itself: fetch the one the page links to)
+            href = page.evaluate("document.querySelector('link[rel=icon]').href")
+            icon = page.request.get(href)
+            assert href == url + "/favicon.ico" and icon.status == 200 and len(icon.body()) > 0
+            assert icon.headers["content-type"] in ("image/x-icon", "image/vnd.microsoft.icon")
+
+            # the API-key placeholder is not cut off, on a desktop and on a phone-sized window
+            page.fill("#api-key", "")
+            for width in (1280, 390):
+                page.set_viewport_size({"width": width, "height": 800})
+                fit = page.evaluate(PLACEHOLDER_FITS)
+                assert fit["needed"] <= fit["shown"], (width, fit)
+
+            # thumbnails: while their images are still on the way, no alt text shows in their place
+            page.set_viewport_size({"width": 1280, "height": 800})
+            held = []
+            page.route("**/pages/*/image?width=*", lambda route: held.append(route))
+            page.fill("#query", "red block")
+            page.press("#query", "Enter")
+            thumbs = page.locator("#results .hit img.thumb")
+            expect(thumbs).to_have_count(5)
+            page.wait_for_function("() => document.querySelectorAll('#results .hit').length === 5")
+            page.wait_for_timeout(300)  # the thumbnails stay held: what shows meanwhile is what a slow network shows
+            assert held, "the thumbnail requests were not held"
+            states = thumbs.evaluate_all(
+                "imgs => imgs.map(i => [i.getAttribute('src'), i.alt, getComputedStyle(i).visibility])"
+            )
+            assert all(src is None and alt and vis == "hidden" for src, alt, vis in states), states
+            expect(page.locator("#results .hit figcaption").first).to_be_visible()  # the card itself is there
+            page.unroute("**/pages/*/image?width=*")
+            for route in held:
+                route.continue_()
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#results .hit img.thumb')]"
+                ".every(i => i.naturalWidth > 0 && getComputedStyle(i).visibility === 'visible')"
+            )
+
+            # /docs works offline: rendered from local files only
+            page.goto(url + "/docs")
+            page.wait_for_function(
+                "() => document.querySelectorAll('.op, .opblock').length >= 5"  # built-in page or Swagger UI
+            )
+            assert "/search" in page.inner_text("body")
+            assert external == [], external
+            assert failed == [], failed
+            assert errors == [], errors
         finally:
             browser.close()

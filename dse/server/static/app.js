@@ -150,7 +150,10 @@ function hitCard(hit, text, label = `#${hit.rank}`) {
   const img = document.createElement("img");
   img.className = "thumb";
   img.alt = `${basename(hit.source)}, page ${hit.page}`;
-  imageUrl(hit.thumbnail_url).then((u) => { img.src = u; }).catch(() => { img.alt = "image unavailable"; });
+  imageUrl(hit.thumbnail_url).then((u) => { img.src = u; }).catch(() => {
+    img.alt = "image unavailable";
+    img.classList.add("failed");
+  });
   const caption = document.createElement("figcaption");
   const score = document.createElement("span");
   score.className = "score";
@@ -194,8 +197,10 @@ async function runSearch(ev) {
     if (fusion) form.append("fusion", fusion);
     request = { method: "POST", body: form };
   } else {
-    request = { method: "POST", headers: { "Content-Type": "application/json" },
-                body: JSON.stringify({ text, k, filters, fusion }) };
+    // a JSON query is text-only: RRF needs an image, and the server refuses fields it would ignore
+    const body = { text, k };
+    if (Object.keys(filters).length) body.filters = filters;
+    request = { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
   }
   setStatus($("status"), "Searching…");
   $("search-button").disabled = true;
@@ -293,7 +298,7 @@ async function runAnswer(ev) {
   try {
     const data = await (await api("/answer", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ question, k: Number($("answer-k").value), filters }),
+      body: JSON.stringify({ question, k: Number($("answer-k").value), ...(Object.keys(filters).length ? { filters } : {}) }),
     })).json();
     $("answer-text").textContent = data.answer;
     $("answer-pages").replaceChildren(...data.cited_pages.map((h) => hitCard(h, question, `[${h.number}]`)));
