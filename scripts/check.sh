@@ -8,5 +8,5 @@ run uv run --frozen ruff check .
 run uv run --frozen ruff format --check .
 run uv run --frozen mypy
 run uv run --frozen lint-imports
-if [ -f mkdocs.yml ]; then run uv run --frozen mkdocs build --strict --quiet --site-dir "${TMPDIR:-/tmp}/dse-site"; fi
+if [ -f mkdocs.yml ]; then NO_MKDOCS_2_WARNING=1 run uv run --frozen mkdocs build --strict --quiet --site-dir "${TMPDIR:-/tmp}/dse-site"; fi
 echo "check: all passed" >&2
