@@ -46,10 +46,8 @@ class QdrantError(VectorIndexError):
     """
 
     http_status = 502
-
-    def __init__(self, message: str, *, url: str | None = None) -> None:
-        super().__init__(message)
-        self.url = url
+    #: the Qdrant URL concerned, without credentials (set by :meth:`Connection.fail`)
+    url: str | None = None
 
 
 class QdrantUnavailableError(QdrantError):
@@ -158,7 +156,7 @@ def _open_local(url: str) -> _Shared:
                         "its directory is in use by another process (local mode allows one process at a time; "
                         "use a Qdrant server to share a collection)"
                     )
-                raise QdrantError(f"cannot open the local Qdrant {url}: {msg}", url=url) from None
+                raise QdrantError(f"cannot open the local Qdrant {url}: {msg}") from None
             shared = _local_clients[url] = _Shared(client)
         shared.refs += 1
         return shared
@@ -310,7 +308,9 @@ class Connection:
     def fail(self, message: str, cls: type[QdrantError] | None = None) -> QdrantError:
         """A :class:`QdrantError` of ``error_class`` (mixed with ``cls``) with a scrubbed one-line message."""
         message = self._scrub(" ".join(message.split()))
-        return _mixed(self.error_class, cls)(message, url=self.display)
+        error = _mixed(self.error_class, cls)(message)
+        error.url = self.display
+        return error
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` with retries of transient failures; ``what`` names the operation."""

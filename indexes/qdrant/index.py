@@ -146,10 +146,12 @@ class QdrantIndex:
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
         error_class: type[QdrantError] = QdrantError,
+        exist_ok: bool = False,
         **params: Any,
     ) -> QdrantIndex:
         """Create the Qdrant collection ``collection`` for ``kind`` vectors of ``dim`` (see :class:`Schema`
-        for ``params``). An existing collection is adopted only if it is empty and has the same layout."""
+        for ``params``). An existing collection is adopted if it has the same layout and is empty (or
+        whatever it holds, with ``exist_ok``: resuming an interrupted copy)."""
         schema = Schema.build(kind, dim, **params)
         check_collection_name(collection)
         conn = Connection(url, api_key=api_key, timeout=timeout, retry=retry, error_class=error_class)
@@ -159,7 +161,7 @@ class QdrantIndex:
             if conn.call("check for the collection", client.collection_exists, collection):
                 info = conn.call("read the collection", client.get_collection, collection)
                 why = schema.mismatch(info)
-                if why is None:
+                if why is None and not exist_ok:
                     n = conn.call("count points", client.count, collection, exact=True).count
                     if n:
                         why = f"holds {n} points"
@@ -169,7 +171,7 @@ class QdrantIndex:
                         "delete it or choose another collection name"
                     )
                 indexes = {k: str(getattr(v.data_type, "value", v.data_type)) for k, v in info.payload_schema.items()}
-                logger.info("adopting the empty Qdrant collection %s at %s", collection, conn.display)
+                logger.info("adopting the existing Qdrant collection %s at %s", collection, conn.display)
             else:
                 conn.call("create the collection", client.create_collection, collection, **schema.creation_options())
                 logger.info("created the Qdrant collection %s at %s", collection, conn.display)
@@ -294,15 +296,18 @@ class QdrantIndex:
             return total[0] + sum(int(v[0].shape[0]) for v in self._pending.values())
 
     # --------------------------------------------------------------- writing
-    def add(self, vectors: Any, ids: Any, *, payloads: Sequence[dict[str, Any]] | None = None) -> None:
+    def add(
+        self, vectors: Any, ids: Any, *, payloads: Sequence[dict[str, Any]] | None = None, pool: bool = True
+    ) -> None:
         """Buffer items until :meth:`save`. Single: ``(n, dim)`` floats; multi: a sequence of ``(n_i, dim)``.
 
-        An id already in Qdrant or in the buffer raises :class:`DuplicateIdError`.
+        An id already in Qdrant or in the buffer raises :class:`DuplicateIdError`. ``pool=False`` skips
+        the schema's token pooling (for pages pooled already, e.g. copied from a pooled local index).
         """
         id_arr = as_id_array(ids)
         if id_arr.size and int(id_arr.min()) < 0:
             raise IndexInputError("Qdrant point ids must be non-negative")
-        items = self._check_vectors(vectors)
+        items = self._check_vectors(vectors, pool=pool)
         if len(items) != id_arr.size:
             raise IndexInputError(f"got {len(items)} items but {id_arr.size} ids")
         if payloads is not None and len(payloads) != id_arr.size:
@@ -329,7 +334,7 @@ class QdrantIndex:
             for i, (item, pf) in enumerate(zip(items, prefetch)):
                 self._pending[int(id_arr[i])] = (item, pf, dict(payloads[i]) if payloads is not None else None)
 
-    def _check_vectors(self, vectors: Any) -> list[np.ndarray]:
+    def _check_vectors(self, vectors: Any, *, pool: bool = True) -> list[np.ndarray]:
         if self.kind == "single":
             arr = to_float_array(vectors, np.float32)
             if arr.ndim != 2 or arr.shape[1] != self.dim:
@@ -353,7 +358,7 @@ class QdrantIndex:
             if not np.isfinite(arr).all() or float(np.abs(arr).max()) > _FLOAT16_MAX:
                 raise IndexInputError(f"page {i} has NaN, infinite or beyond-float16 values")
             pages.append(arr)
-        if self.schema.pool_factor and pages:
+        if pool and self.schema.pool_factor and pages:
             from indexes.pooling import pool_pages
 
             pages = pool_pages(pages, self.schema.pool_factor)
