@@ -367,6 +367,8 @@ def _mixed(base: type[QdrantError], cls: type[QdrantError] | None) -> type[Qdran
     """``base`` itself, or a subclass of both ``base`` and ``cls`` (made once per pair)."""
     if cls is None or issubclass(base, cls):
         return base
+    if issubclass(cls, base):
+        return cls
     key = (base, cls)
     if key not in _mixed_classes:
         _mixed_classes[key] = type(f"{base.__name__}{cls.__name__}", (base, cls), {"__module__": base.__module__})
