@@ -129,8 +129,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--qdrant-param and --qdrant-collection need --backend qdrant")
     if backend == "qdrant" and not qdrant_url(args) and not (directory / "collection.json").exists():
         raise UsageError("--backend qdrant needs --qdrant-url URL (or $QDRANT_URL)")
-    if backend == "qdrant" and qdrant_url(args):
-        check_qdrant_url(qdrant_url(args))
+    url = qdrant_url(args)
+    if backend == "qdrant" and url:
+        check_qdrant_url(url)
     try:
         if (directory / "collection.json").exists():
             col = Collection.open(

@@ -144,31 +144,72 @@ def attach(col: Collection, index: QdrantIndex) -> None:
     def payloads(ids: list[int]) -> dict[int, dict[str, Any]]:
         rows = store.pages(ids)
         return {
-            pid: {"doc_id": r.doc_id, "source": r.source, "page": r.page, "title": r.title, "meta": r.meta}
+            pid: {"doc_id": r.doc_id, "source": r.source, "page": r.page, "title": r.title, **meta_payload(r.meta)}
             for pid, r in rows.items()
         }
 
     index.payload_provider = payloads
 
 
+def meta_payload(meta: dict[str, Any]) -> dict[str, Any]:
+    """The payload fields of a document's metadata: ``meta`` as given, and ``meta_num``: the values
+    that are numbers or numeric strings, as floats (numeric filters compare those, like SQLite's)."""
+    import math
+
+    numbers: dict[str, float] = {}
+    for key, value in meta.items():
+        if isinstance(value, bool):
+            continue
+        try:
+            number = float(value) if isinstance(value, int | float | str) else None
+        except ValueError:
+            number = None
+        if number is not None and math.isfinite(number):
+            numbers[str(key)] = number
+    return {"meta": meta, "meta_num": numbers}
+
+
 # ------------------------------------------------------------------------------------------ search
-def where_conditions(where: dict[str, Any] | None) -> list[Any]:
-    """``--where`` filters as Qdrant payload conditions on ``meta.<key>``.
+#: ``where`` operators (as the collection's filter syntax spells them) -> Qdrant condition operators
+_OPS = {"=": "eq", "!=": "ne", "in": "in", "not in": "nin", ">": "gt", ">=": "gte", "<": "lt", "<=": "lte"}
 
-    Today ``where`` is ``{key: value}`` (equality, as text: ``"2020"`` matches 2020 and "2020").
-    A richer syntax maps onto :class:`indexes.qdrant.Condition` operators one to one: ``!=`` ->
-    ``ne``, ``<``/``<=``/``>``/``>=`` -> ``lt``/``lte``/``gt``/``gte``, ``in`` -> ``in``; values given
-    as ``(op, value)`` tuples are translated that way already.
+
+def where_conditions(where: Any) -> list[Any]:
+    """``where`` filters as Qdrant payload conditions on ``meta.<key>`` (numbers on ``meta_num.<key>``).
+
+    ``where``: a mapping ``{key: value}`` (equality; a list or tuple value: one of them), or parsed
+    conditions with ``key``, ``op`` and ``values`` (``=``, ``!=``, ``in``, ``not in``, ``>``, ``>=``,
+    ``<``, ``<=``), or condition strings when the collection has a parser for them
+    (``dse.collection.filters.parse_where``). Each maps onto one :class:`indexes.qdrant.Condition`.
     """
-    from indexes.qdrant import OPERATORS, Condition
+    from indexes.qdrant import Condition
 
+    if not where:
+        return []
+    if not isinstance(where, dict) and not all(hasattr(c, "op") for c in _as_list(where)):
+        try:
+            from dse.collection import filters  # type: ignore[attr-defined]
+
+            where = filters.parse_where(where)
+        except ImportError:
+            raise CollectionError(f"unsupported filter {where!r}: give a mapping {{key: value}}") from None
     out = []
-    for key, value in (where or {}).items():
-        op, val = "eq", value
-        if isinstance(value, tuple) and len(value) == 2 and value[0] in OPERATORS:
-            op, val = value
-        out.append(Condition(("meta", str(key)), op, val))
+    if isinstance(where, dict):
+        for key, value in where.items():
+            op = "in" if isinstance(value, list | tuple) else "eq"
+            out.append(Condition(("meta", str(key)), op, value, number_path=("meta_num", str(key))))
+        return out
+    for c in _as_list(where):
+        if c.op not in _OPS:
+            raise CollectionError(f"unsupported filter operator {c.op!r}")
+        values = tuple(c.values)
+        value = values if c.op in ("in", "not in") else values[0]
+        out.append(Condition(("meta", str(c.key)), _OPS[c.op], value, number_path=("meta_num", str(c.key))))
     return out
+
+
+def _as_list(where: Any) -> list[Any]:
+    return [where] if isinstance(where, str) or hasattr(where, "op") else list(where)
 
 
 def qdrant_search(index: QdrantIndex, queries: Any, k: int, allowed: Any, where: dict[str, Any] | None) -> Any:
@@ -261,7 +302,7 @@ def update_meta(col: Collection, key: int, meta: dict[str, Any]) -> None:
     """New document metadata: the points' payload first (idempotent), then SQLite (the record)."""
     index = col.index
     if hasattr(index, "update_payload"):
-        index.update_payload(col.store.page_ids_of([key]), {"meta": meta})
+        index.update_payload(col.store.page_ids_of([key]), meta_payload(meta))
     col.store.update_meta(key, meta)
 
 

@@ -147,7 +147,7 @@ def _open_local(url: str) -> _Shared:
                     url,
                 )
             try:
-                where = {"location": MEMORY} if url == MEMORY else {"path": url[len(LOCAL_PREFIX) :]}
+                where: dict[str, Any] = {"location": MEMORY} if url == MEMORY else {"path": url[len(LOCAL_PREFIX) :]}
                 client = QdrantClient(**where)
             except (RuntimeError, OSError, ValueError) as exc:
                 msg = str(exc)

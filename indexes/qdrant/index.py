@@ -389,7 +389,7 @@ class QdrantIndex:
             if not rest:
                 return removed
             client = self._conn.client
-            found = [
+            found: list[Any] = [
                 int(p.id)
                 for p in self._conn.call(
                     "check ids", client.retrieve, self.collection, ids=rest, with_payload=False, with_vectors=False
@@ -486,13 +486,17 @@ class QdrantIndex:
         )
 
     def _ensure_meta_indexes(self, payloads: Iterable[dict[str, Any]]) -> None:
+        """Payload indexes on the keys of every object-valued payload field (``meta.lang``...), typed by value."""
         wanted: dict[str, str] = {}
         for payload in payloads:
-            for key, value in (payload.get("meta") or {}).items():
-                kind = _payload_type(value)
-                if kind is None or '"' in str(key):
+            for top, fields in payload.items():
+                if not isinstance(fields, dict):
                     continue
-                wanted.setdefault(payload_key(("meta", str(key))), kind)
+                for key, value in fields.items():
+                    kind = _payload_type(value)
+                    if kind is None or '"' in str(key):
+                        continue
+                    wanted.setdefault(payload_key((str(top), str(key))), kind)
         self._ensure_payload_indexes(wanted)
 
     def _ensure_payload_indexes(self, wanted: dict[str, str]) -> None:

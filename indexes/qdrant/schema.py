@@ -191,7 +191,7 @@ class Schema:
                     on_disk=self.on_disk or None,
                 ),
             }
-        quantization = None
+        quantization: Any = None
         if self.quantization == "scalar":
             quantization = models.ScalarQuantization(
                 scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)

@@ -242,6 +242,8 @@ def test_filters_apply_inside_the_query(make, single_data) -> None:
     assert all(team[i] == "blue" for h in ne for i, _ in h)
     inn = idx.search(q, k, where=[Condition(("meta", "year"), "in", ["2000", "2002"])])
     assert all(year[i] in (2000, 2002) for h in inn for i, _ in h)
+    nin = idx.search(q, k, where=[Condition(("meta", "year"), "nin", ["2000", "2002"])])
+    assert nin[0] and all(year[i] == 2001 for h in nin for i, _ in h)
     rng = idx.search(q, k, where=[Condition(("meta", "score"), "gte", 11.5)])
     assert all(i >= ids[115] for h in rng for i, _ in h)
     both = idx.search(q, k, where=[Condition(("meta", "team"), "eq", "red")], allowed_ids=ids[:10])
@@ -250,6 +252,23 @@ def test_filters_apply_inside_the_query(make, single_data) -> None:
     assert idx.search(q, k, where=[Condition(("meta", "team"), "eq", "green")]) == [[] for _ in q]
     # payload indexes on the filtered keys, typed by value
     assert idx.payload_indexes["meta.team"] == "keyword" and idx.payload_indexes["meta.year"] == "integer"
+
+
+def test_numeric_filters_read_the_number_copy_when_given(make, single_data) -> None:
+    x, ids, q = single_data
+    idx = make("single")
+    # "year" stored as a string in meta and as a number in meta_num (what a collection writes)
+    payloads = [{"meta": {"year": str(2000 + n % 3)}, "meta_num": {"year": float(2000 + n % 3)}} for n in range(30)]
+    idx.add(x[:30], ids[:30], payloads=payloads)
+    idx.flush()
+    year = {int(ids[n]): 2000 + n % 3 for n in range(30)}
+    num = [Condition(("meta", "year"), "gt", 2000.5, number_path=("meta_num", "year"))]
+    assert all(year[i] > 2000 for h in idx.search(q, 30, where=num) for i, _ in h)
+    assert len(idx.search(q[:1], 30, where=num)[0]) == 20
+    plain = [Condition(("meta", "year"), "gt", 2000.5)]  # no numeric copy: strings never compare as numbers
+    assert idx.search(q[:1], 30, where=plain) == [[]]
+    eq = [Condition(("meta", "year"), "eq", "2001.0", number_path=("meta_num", "year"))]
+    assert len(idx.search(q[:1], 30, where=eq)[0]) == 10  # numeric equality through the copy
 
 
 def test_update_payload_changes_what_filters_see(make, single_data) -> None:
