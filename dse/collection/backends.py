@@ -37,6 +37,9 @@ BACKENDS = ("local", "qdrant")
 QDRANT = "qdrant"
 #: Overrides the recorded Qdrant URL when opening (e.g. replicas that reach the cluster by another address).
 URL_ENV = "DSE_QDRANT_URL"
+#: Opening compares every point id with SQLite up to this many stored pages (beyond: counts only,
+#: and ``dse index`` compares ids); listing 100k ids takes about 25 scroll requests.
+FULL_CHECK_MAX = 100_000
 API_KEY_ENV = "QDRANT_API_KEY"
 
 
@@ -227,8 +230,9 @@ def reconcile_qdrant(col: Collection, *, repair: bool) -> dict[str, int]:
 
     Always (any open that gets the write lock): documents left ``removing`` are removed, and
     ``pending`` pages of an interrupted run are dropped together with the points already sent
-    for them (they were never marked stored). Then the number of points is compared with the
-    stored pages; a difference is logged as a warning and kept in ``col.consistency``.
+    for them (they were never marked stored). Then the point ids are compared with the stored
+    pages (only their numbers beyond :data:`FULL_CHECK_MAX` pages); a difference is logged as a
+    warning and kept in ``col.consistency``.
 
     With ``repair`` (``Collection.add``, i.e. ``dse index``): every point id is compared with
     SQLite; points of no stored page are deleted, and stored pages whose point is missing are
@@ -250,7 +254,7 @@ def reconcile_qdrant(col: Collection, *, repair: bool) -> dict[str, int]:
         extra: list[int] = []
         lost: list[int] = []
         points = index.count()
-        if repair or points != len(stored):
+        if repair or points != len(stored) or len(stored) <= FULL_CHECK_MAX:
             in_qdrant = {int(i) for i in np.asarray(index.stored_ids()).tolist()}
             extra = sorted(in_qdrant - stored)
             lost = sorted(stored - in_qdrant)
