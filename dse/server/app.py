@@ -297,7 +297,8 @@ def create_app(
         try:
             return await run_in_threadpool(fn, *args, **kwargs)
         except (CollectionError, EncoderError) as exc:
-            raise RequestError(400, str(exc)) from exc
+            # a vector backend that is down or failing is the server's problem (503/502), not the request's
+            raise RequestError(getattr(exc, "http_status", 400), str(exc)) from exc
 
     # ---------------------------------------------------------------- routes
     @app.get("/health", tags=["service"])
@@ -322,7 +323,7 @@ def create_app(
             try:
                 return await asyncio.wrap_future(state.batcher.submit(text, k, where))
             except (CollectionError, EncoderError) as exc:
-                raise RequestError(400, str(exc)) from exc
+                raise RequestError(getattr(exc, "http_status", 400), str(exc)) from exc
         return await call(state.search, text, image, k=k, where=where, fusion=fusion)
 
     @app.post(

@@ -365,3 +365,18 @@ def test_server_serves_a_qdrant_backed_collection(tmp_path: Path, src: Path, enc
         hits = r.json()["hits"]
         assert [(h["page_id"], round(h["score"], 4)) for h in hits] == [(h.page_id, round(h.score, 4)) for h in want]
         assert client.get(hits[0]["image_url"]).status_code == 200
+        # Qdrant going away: the replica answers 503 with the one-line reason (not a 400, not a traceback)
+        import httpx
+        from qdrant_client.http.exceptions import ResponseHandlingException
+
+        from indexes.qdrant import RetryPolicy
+
+        conn = client.app.state.dse.collection.index.connection
+        conn.local, conn.retry = False, RetryPolicy(attempts=2, base_delay=0.01)
+
+        def down(*args: Any, **kwargs: Any) -> Any:
+            raise ResponseHandlingException(httpx.ConnectError("[Errno 111] Connection refused"))
+
+        conn.client.query_batch_points = down
+        r = client.post("/search", json={"text": QUERIES[0], "k": 5})
+        assert r.status_code == 503 and r.json()["detail"].startswith("cannot reach Qdrant at path:")
