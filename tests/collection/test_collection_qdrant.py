@@ -380,3 +380,25 @@ def test_server_serves_a_qdrant_backed_collection(tmp_path: Path, src: Path, enc
         conn.client.query_batch_points = down
         r = client.post("/search", json={"text": QUERIES[0], "k": 5})
         assert r.status_code == 503 and r.json()["detail"].startswith("cannot reach Qdrant at path:")
+
+
+def test_eval_through_a_qdrant_backed_collection_gives_the_same_metrics(tmp_path: Path, tiny_model_dir, capsys) -> None:
+    from qdrant_client import QdrantClient
+    from support.eval_data import make_local_benchmark
+
+    bench = make_local_benchmark(tmp_path / "bench")
+    model = str(tiny_model_dir("dse-qwen2"))
+    metrics = {}
+    for backend in ("local", "qdrant"):
+        extra = ["--backend", "qdrant", "--qdrant-url", f"path:{tmp_path / 'qd'}"] if backend == "qdrant" else []
+        out = tmp_path / backend
+        args = ["eval", "--model", model, "--data-dir", str(bench.root), "--out", str(out), "--no-cache"]
+        assert main([*args, "--device", "cpu", *extra]) == 0
+        metrics[backend] = json.loads((out / "metrics.json").read_text())["metrics"]
+    capsys.readouterr()
+    assert metrics["qdrant"] == pytest.approx(metrics["local"])
+    client = QdrantClient(path=str(tmp_path / "qd"))
+    try:
+        assert client.get_collections().collections == [], "the temporary collection's Qdrant side is deleted"
+    finally:
+        client.close()
