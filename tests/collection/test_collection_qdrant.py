@@ -396,6 +396,7 @@ def test_eval_through_a_qdrant_backed_collection_gives_the_same_metrics(tmp_path
         assert main([*args, "--device", "cpu", *extra]) == 0
         metrics[backend] = json.loads((out / "metrics.json").read_text())["metrics"]
     capsys.readouterr()
+    assert metrics["local"]["ndcg_cut_10"] > 0 and set(metrics["qdrant"]) == set(metrics["local"])
     assert metrics["qdrant"] == pytest.approx(metrics["local"])
     client = QdrantClient(path=str(tmp_path / "qd"))
     try:
