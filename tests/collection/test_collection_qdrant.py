@@ -403,3 +403,19 @@ def test_eval_through_a_qdrant_backed_collection_gives_the_same_metrics(tmp_path
         assert client.get_collections().collections == [], "the temporary collection's Qdrant side is deleted"
     finally:
         client.close()
+
+
+def test_the_url_can_be_overridden_when_opening(tmp_path: Path, src: Path, encoders, monkeypatch) -> None:
+    enc = encoders("dse-qwen2")
+    with Collection.create(
+        tmp_path / "c", enc, device="cpu", backend="qdrant", qdrant_url=f"path:{tmp_path / 'a'}"
+    ) as col:
+        col.add(src / "b.pdf", render_settings=RENDER, progress=False)
+    (tmp_path / "a").rename(tmp_path / "b")  # the cluster moved (or replicas reach it by another address)
+    with pytest.raises(CollectionError, match=r"does not exist at path:.*/a \(deleted, or another Qdrant\?"):
+        Collection.open(tmp_path / "c", encoder=enc, device="cpu")
+    with Collection.open(tmp_path / "c", encoder=enc, device="cpu", qdrant_url=f"path:{tmp_path / 'b'}") as col:
+        assert len(col.search(QUERIES[0])) == 2
+    monkeypatch.setenv("DSE_QDRANT_URL", f"path:{tmp_path / 'b'}")
+    with Collection.open(tmp_path / "c", encoder=enc, device="cpu") as col:
+        assert col.stats()["qdrant"]["url"] == f"path:{tmp_path / 'b'}"
