@@ -242,14 +242,23 @@ def reconcile_qdrant(col: Collection, *, repair: bool) -> dict[str, int]:
     held = col._lock_fh is not None
     if not held and not col._acquire_lock():
         return {}
+    from indexes.qdrant import QdrantRefusedError
+
     index = col.index
     try:
         removing = [d.id for d in col.store.documents(status="removing")]
-        if removing:
-            col._remove_keys(removing)
-        pending = col.store.pending_page_ids()
-        orphans = index.remove(pending) if pending else 0
-        dropped = col.store.delete_pending_pages()
+        orphans = dropped = 0
+        try:
+            if removing:
+                col._remove_keys(removing)
+            pending = col.store.pending_page_ids()
+            orphans = index.remove(pending) if pending else 0
+            dropped = col.store.delete_pending_pages()
+        except QdrantRefusedError as exc:
+            if repair:
+                raise
+            removing = []  # e.g. a read-only API key (a search replica): recovery is left to `dse index`
+            logger.warning("cannot finish the recovery of an interrupted job with this Qdrant key: %s", exc)
         stored = col.store.stored_page_ids()
         extra: list[int] = []
         lost: list[int] = []

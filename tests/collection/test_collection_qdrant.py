@@ -419,3 +419,28 @@ def test_the_url_can_be_overridden_when_opening(tmp_path: Path, src: Path, encod
     monkeypatch.setenv("DSE_QDRANT_URL", f"path:{tmp_path / 'b'}")
     with Collection.open(tmp_path / "c", encoder=enc, device="cpu") as col:
         assert col.stats()["qdrant"]["url"] == f"path:{tmp_path / 'b'}"
+
+
+def test_a_read_only_key_opens_and_leaves_recovery_to_index(
+    tmp_path: Path, src: Path, encoders, monkeypatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from indexes.qdrant import QdrantIndex, QdrantRefusedError
+
+    enc = encoders("dse-qwen2")
+    directory = tmp_path / "c"
+    with Collection.create(directory, enc, device="cpu", backend="qdrant", qdrant_url=f"path:{tmp_path / 'q'}") as col:
+        col.add(src / "b.pdf", render_settings=RENDER, progress=False)
+        doc = col.store.documents()[0]
+        col.store.add_pending_page(doc.id, 99, 10, 10, "images/x.png", None)  # left by an interrupted job
+
+    def refused(self: Any, ids: Any) -> int:
+        raise QdrantRefusedError("Qdrant at path:... refused the request (HTTP 403 Forbidden)")
+
+    monkeypatch.setattr(QdrantIndex, "remove", refused)
+    with Collection.open(directory, encoder=enc, device="cpu") as col:  # a search replica with a read-only key
+        assert len(col.search(QUERIES[0])) == 2
+        assert col.store.pending_page_ids(), "nothing was changed on the SQLite side either"
+    assert any("cannot finish the recovery" in r.getMessage() for r in caplog.records)
+    monkeypatch.undo()
+    with Collection.open(directory, encoder=enc, device="cpu") as col:
+        assert not col.store.pending_page_ids()
