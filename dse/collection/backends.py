@@ -217,11 +217,13 @@ def _as_list(where: Any) -> list[Any]:
 
 def qdrant_search(index: QdrantIndex, queries: Any, k: int, allowed: Any, where: dict[str, Any] | None) -> Any:
     """One Qdrant request for all ``queries``, the filter applied inside it."""
+    from indexes.errors import IndexInputError
+
     try:
         conditions = where_conditions(where)
-    except ValueError as exc:
-        raise CollectionError(f"bad filter: {exc}") from None
-    return index.search(queries, k, allowed_ids=allowed, where=conditions or None)
+        return index.search(queries, k, allowed_ids=allowed, where=conditions or None)
+    except IndexInputError as exc:  # e.g. a metadata key Qdrant cannot address
+        raise CollectionError(f"bad filter or query: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------- recovery
