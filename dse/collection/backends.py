@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dse.collection.manifest import CollectionError
-from indexes.qdrant.connection import QdrantError
 
 if TYPE_CHECKING:
     from dse.collection.collection import Collection
@@ -43,9 +42,21 @@ FULL_CHECK_MAX = 100_000
 API_KEY_ENV = "QDRANT_API_KEY"
 
 
-class QdrantCollectionError(CollectionError, QdrantError):
-    """A Qdrant failure seen through a collection: both a :class:`CollectionError` (one line for the
-    CLI) and a :class:`~indexes.qdrant.QdrantError` (``http_status`` 503 when Qdrant is unreachable)."""
+_error_class: type | None = None
+
+
+def qdrant_collection_error() -> type:
+    """``QdrantCollectionError``: a Qdrant failure seen through a collection, both a
+    :class:`CollectionError` (one line for the CLI) and an :class:`indexes.qdrant.QdrantError`
+    (``http_status`` 503 when Qdrant is unreachable). Made on first use, so that importing
+    :mod:`dse.collection` loads no index code."""
+    global _error_class
+    if _error_class is None:
+        from indexes.qdrant.connection import QdrantError
+
+        doc = {"__module__": __name__, "__doc__": "A Qdrant failure seen through a collection."}
+        _error_class = type("QdrantCollectionError", (CollectionError, QdrantError), doc)
+    return _error_class
 
 
 def backend_of(index_cfg: dict[str, Any]) -> str:
@@ -77,7 +88,7 @@ def qdrant_index_config(
         raise CollectionError("the qdrant backend needs a URL: qdrant_url=... (or $QDRANT_URL)")
     try:
         url = display_url(normalize_url(url))
-    except QdrantError as exc:
+    except ValueError as exc:  # QdrantError
         raise CollectionError(str(exc)) from None
     cfg: dict[str, Any] = {
         "type": QDRANT,
@@ -95,7 +106,7 @@ def _connection_options(col: Collection) -> dict[str, Any]:
     opts = getattr(col, "_backend_options", {}) or {}
     url = opts.get("qdrant_url") or os.environ.get(URL_ENV) or col.manifest.index["qdrant"]["url"]
     key = opts.get("qdrant_api_key") or os.environ.get(API_KEY_ENV) or None
-    return {"url": url, "api_key": key, "error_class": QdrantCollectionError}
+    return {"url": url, "api_key": key, "error_class": qdrant_collection_error()}
 
 
 def new_qdrant_index(col: Collection) -> QdrantIndex:

@@ -9,45 +9,11 @@ local indexes. Needs the ``qdrant`` extra (qdrant-client).
 
 See :mod:`indexes.qdrant.schema` for the collection layout, :mod:`indexes.qdrant.connection` for
 URLs, retries and errors, :mod:`indexes.qdrant.filters` for payload filters.
+
+Imported lazily (``lazy_loader`` stub ``__init__.pyi``): importing :mod:`indexes.qdrant.connection`
+(its error classes) loads neither torch nor qdrant-client.
 """
 
-from indexes.qdrant.connection import (
-    LOCAL_PREFIX,
-    MEMORY,
-    Connection,
-    QdrantError,
-    QdrantNotFoundError,
-    QdrantRefusedError,
-    QdrantUnavailableError,
-    RetryPolicy,
-    display_url,
-    is_local,
-    normalize_url,
-)
-from indexes.qdrant.filters import OPERATORS, Condition, payload_key, to_filter
-from indexes.qdrant.index import CONFIG_NAME, INDEX_TYPE, QdrantIndex, check_collection_name, read_config
-from indexes.qdrant.schema import Schema
+import lazy_loader as _lazy
 
-__all__ = [
-    "CONFIG_NAME",
-    "INDEX_TYPE",
-    "LOCAL_PREFIX",
-    "MEMORY",
-    "OPERATORS",
-    "Condition",
-    "Connection",
-    "QdrantError",
-    "QdrantIndex",
-    "QdrantNotFoundError",
-    "QdrantRefusedError",
-    "QdrantUnavailableError",
-    "RetryPolicy",
-    "Schema",
-    "check_collection_name",
-    "display_url",
-    "is_local",
-    "normalize_url",
-    "payload_key",
-    "read_config",
-    "to_filter",
-]
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)
