@@ -15,7 +15,18 @@ import sys
 from collections.abc import Sequence
 
 #: Sub-command modules, in the order ``dse --help`` lists them.
-SUBCOMMANDS: tuple[str, ...] = ("render", "index", "search", "remove", "stats", "eval", "ask", "serve", "train")
+SUBCOMMANDS: tuple[str, ...] = (
+    "render",
+    "index",
+    "search",
+    "remove",
+    "stats",
+    "export",
+    "eval",
+    "ask",
+    "serve",
+    "train",
+)
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1

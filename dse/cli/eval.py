@@ -129,6 +129,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     out.add_argument("--no-cache", action="store_true", help="encode into a temporary collection, keep nothing")
     out.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    out.add_argument(
+        "--backend",
+        choices=["local", "qdrant"],
+        default="local",
+        help="vectors of the corpus collection: local index files (default) or a Qdrant collection (--qdrant-url)",
+    )
+    from dse.cli.qdrant_options import add_qdrant_arguments
+
+    add_qdrant_arguments(p)
     render = p.add_argument_group("rendering of source documents")
     render.add_argument("--dpi", type=float, default=None, help="PDF/office resolution (default 144)")
     render.add_argument("--max-pixels", type=positive_int, default=None, metavar="N", help="page pixel budget")
@@ -269,6 +278,25 @@ def _published_for(model: str, benchmark: str) -> float | None:
     return value / 100.0 if value > 1.0 else value
 
 
+def _collection_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``Collection.create`` settings of the corpus collection (``None``: the local default)."""
+    from dse.cli.qdrant_options import check_qdrant_url, qdrant_api_key, qdrant_params, qdrant_url
+
+    if args.backend != "qdrant" and not args.qdrant_url:
+        return None
+    url = qdrant_url(args)
+    if not url:
+        raise UsageError("--backend qdrant needs --qdrant-url URL (or $QDRANT_URL)")
+    check_qdrant_url(url)
+    options: dict[str, Any] = {"backend": "qdrant", "qdrant_url": url, "qdrant_api_key": qdrant_api_key(args)}
+    params = qdrant_params(args)
+    if params:
+        options["index_params"] = params
+    if args.qdrant_collection:
+        options["qdrant_collection"] = args.qdrant_collection
+    return options
+
+
 class _Evaluator:
     """Runs the model / baseline / hybrid on one dataset and writes the outputs."""
 
@@ -313,6 +341,7 @@ class _Evaluator:
                 depth=args.depth,
                 render_settings=self.settings,
                 progress=show_progress(args),
+                collection_options=_collection_options(args),
             )
             failures += main.failures
             label = _model_label(self.model, argparse.Namespace(**{**vars(args), "hybrid": None}))
@@ -439,6 +468,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--language applies to hub datasets (--dataset / --benchmark)")
     if args.data_dir is not None and not Path(args.data_dir).exists():
         raise UsageError(f"--data-dir {args.data_dir} does not exist")
+    _collection_options(args)  # a bad Qdrant setting is a usage error before any model loads
     cache_dir = (
         None if args.no_cache else (Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir())
     )

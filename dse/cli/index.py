@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dse.cli import EXIT_OK, EXIT_PARTIAL
+from dse.cli import EXIT_OK, EXIT_PARTIAL, UsageError
 from dse.cli.common import (
     DEFAULT_MODEL,
     add_collection_argument,
@@ -80,6 +80,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="hierarchical token pooling factor for multi-vector models (e.g. 3)",
     )
+    p.add_argument(
+        "--backend",
+        choices=["local", "qdrant"],
+        default=None,
+        help="where a new collection keeps its vectors: local index files (default) or a Qdrant collection "
+        "(--qdrant-url given implies qdrant)",
+    )
+    from dse.cli.qdrant_options import add_qdrant_arguments
+
+    add_qdrant_arguments(p)
     p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata for every document (repeatable)")
     p.add_argument("--no-sidecars", action="store_true", help="ignore <file>.meta.json metadata sidecars")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -99,6 +109,7 @@ def _param_value(text: str) -> int | float | str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dse.cli.qdrant_options import check_qdrant_url, qdrant_api_key, qdrant_params, qdrant_url
     from dse.cli.render import settings_from_args
     from dse.collection import Collection, CollectionError
     from dse.encoders import EncoderError
@@ -107,9 +118,29 @@ def run(args: argparse.Namespace) -> int:
     params = {k: _param_value(v) for k, v in parse_key_values(args.index_param, "--index-param").items()}
     settings = settings_from_args(args)
     directory = Path(args.collection)
+    backend = args.backend or ("qdrant" if args.qdrant_url else "local")
+    if backend == "qdrant":
+        if args.index not in ("auto", "qdrant"):
+            raise UsageError(f"--index {args.index} applies to the local backend; use --qdrant-param with qdrant")
+        if args.index_param:
+            raise UsageError("--index-param applies to the local backend; use --qdrant-param with qdrant")
+        params = qdrant_params(args)
+    elif args.qdrant_param or args.qdrant_collection:
+        raise UsageError("--qdrant-param and --qdrant-collection need --backend qdrant")
+    if backend == "qdrant" and not qdrant_url(args) and not (directory / "collection.json").exists():
+        raise UsageError("--backend qdrant needs --qdrant-url URL (or $QDRANT_URL)")
+    url = qdrant_url(args)
+    if backend == "qdrant" and url:
+        check_qdrant_url(url)
     try:
         if (directory / "collection.json").exists():
-            col = Collection.open(directory, device=args.device, model=args.model)
+            col = Collection.open(
+                directory,
+                device=args.device,
+                model=args.model,
+                qdrant_url=args.qdrant_url,
+                qdrant_api_key=qdrant_api_key(args),
+            )
         else:
             col = Collection.create(
                 directory,
@@ -120,6 +151,10 @@ def run(args: argparse.Namespace) -> int:
                 index=args.index,
                 index_params=params,
                 pool_factor=args.pool_factor,
+                backend=backend,
+                qdrant_url=qdrant_url(args) if backend == "qdrant" else None,
+                qdrant_api_key=qdrant_api_key(args),
+                qdrant_collection=args.qdrant_collection,
                 adapter=args.adapter,
                 dtype=args.dtype,
                 max_pixels=args.model_max_pixels,

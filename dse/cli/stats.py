@@ -47,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
         "vectors",
     ):
         print(f"{key:>21}: {stats[key]}")
+    if stats.get("backend", "local") != "local":
+        print(f"{'backend':>21}: {stats['backend']}")
+        for key, value in (stats.get(stats["backend"]) or {}).items():
+            shown = ", ".join(value) if isinstance(value, list) else value
+            print(f"{stats['backend'] + ' ' + key.replace('_', ' '):>21}: {shown}")
     for key, value in stats["bytes"].items():
         print(f"{'bytes ' + key:>21}: {_human(value)} ({value})")
     return EXIT_OK

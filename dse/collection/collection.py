@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dse.collection import backends
 from dse.collection.crashpoints import crash_point
 from dse.collection.fusion import reciprocal_rank_fusion
 from dse.collection.ingest import IndexReport, Ingestor
@@ -78,6 +79,9 @@ class Collection:
         self.device = device
         self._index: Any = None
         self._lock_fh: Any = None
+        self._backend_options: dict[str, Any] = {}
+        #: Qdrant backend: points vs stored pages as last checked (see backends.reconcile_qdrant)
+        self.consistency: dict[str, int] | None = None
 
     # --------------------------------------------------------------- lifecycle
     @classmethod
@@ -93,6 +97,10 @@ class Collection:
         index_params: dict[str, Any] | None = None,
         pool_factor: int | None = None,
         exist_ok: bool = False,
+        backend: str = "local",
+        qdrant_url: str | None = None,
+        qdrant_api_key: str | None = None,
+        qdrant_collection: str | None = None,
         **encoder_kwargs: Any,
     ) -> Collection:
         """Create a collection in ``directory`` for ``model`` (a hub id, a local dir or an :class:`Encoder`).
@@ -102,6 +110,13 @@ class Collection:
         in ``index_params``). ``pool_factor`` enables colpali-engine's hierarchical token pooling
         at index time (multi-vector only). With ``exist_ok``, an existing collection is opened
         instead, after checking that it was built with the same encoder.
+
+        ``backend="qdrant"`` keeps the vectors in a Qdrant collection (see
+        :mod:`dse.collection.backends`): ``qdrant_url`` (``http(s)://...``, or ``path:DIR`` for
+        qdrant-client's local mode, tests only; default ``$QDRANT_URL``), ``qdrant_api_key`` (default
+        ``$QDRANT_API_KEY``; never stored), ``qdrant_collection`` (default derived from the directory)
+        and ``index_params`` (:class:`indexes.qdrant.Schema` settings: ``n_candidates``, ``prefetch``,
+        ``quantization``, ``shard_number``...).
         """
         directory = Path(directory)
         encoder = (
@@ -115,16 +130,24 @@ class Collection:
                     f"a collection already exists at {directory} (use Collection.open, or "
                     "exist_ok=True to reuse it with the same encoder)"
                 )
-            return cls.open(directory, encoder=encoder, device=device)
+            return cls.open(
+                directory, encoder=encoder, device=device, qdrant_url=qdrant_url, qdrant_api_key=qdrant_api_key
+            )
         if directory.exists() and any(directory.iterdir()):
             raise CollectionError(f"{directory} exists and is not empty; choose a new directory for the collection")
         settings = dict(encoder.settings)
         settings["model"] = _resolve_model_name(str(settings.get("model")))
+        if backend not in backends.BACKENDS:
+            raise CollectionError(f"unknown backend {backend!r}; choose one of {', '.join(backends.BACKENDS)}")
         if index == "auto":
-            index = "flat" if encoder.kind == "single" else "maxsim"
-        if index not in INDEX_TYPES:
+            index = backends.QDRANT if backend == backends.QDRANT else "flat" if encoder.kind == "single" else "maxsim"
+        if backend == backends.QDRANT and index != backends.QDRANT:
+            raise CollectionError(f"the qdrant backend has its own index; index={index!r} applies to local collections")
+        if index == backends.QDRANT and backend != backends.QDRANT:
+            raise CollectionError("index='qdrant' needs backend='qdrant' and a qdrant_url")
+        if index not in INDEX_TYPES and backend != backends.QDRANT:
             raise CollectionError(f"unknown index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
-        if (index == "maxsim") != (encoder.kind == "multi"):
+        if backend != backends.QDRANT and (index == "maxsim") != (encoder.kind == "multi"):
             raise CollectionError(
                 f"index {index!r} does not fit a {encoder.kind}-vector model "
                 f"({'use maxsim' if encoder.kind == 'multi' else 'use flat, hnsw or ivfpq'})"
@@ -132,12 +155,27 @@ class Collection:
         if pool_factor is not None and encoder.kind != "multi":
             raise CollectionError("pool_factor applies to multi-vector models only")
         index_cfg: dict[str, Any] = {"type": index, "params": dict(index_params or {}), "pool_factor": pool_factor}
+        if backend == backends.QDRANT:
+            index_cfg = backends.qdrant_index_config(
+                directory, url=qdrant_url, collection=qdrant_collection, params=index_params, pool_factor=pool_factor
+            )
+        made_dir = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
         manifest = Manifest(encoder=settings, index=index_cfg)
         store = MetadataStore(directory / "meta.sqlite")
         col = cls(directory, manifest, store, encoder, device)
-        col._index = col._new_index()
-        col._index.save(col.index_dir)
+        col._backend_options = {"qdrant_url": qdrant_url, "qdrant_api_key": qdrant_api_key}
+        try:
+            col._index = col._new_index()
+            col._index.save(col.index_dir)
+        except BaseException:  # e.g. Qdrant unreachable: leave no half-made directory behind
+            col.close()
+            if made_dir:
+                shutil.rmtree(directory, ignore_errors=True)
+            else:
+                for leftover in directory.iterdir():
+                    shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            raise
         manifest.write(directory)  # written last: a directory without it is not a collection
         logger.info("created collection %s (%s, %s index)", directory, settings.get("family"), index)
         return col
@@ -150,9 +188,14 @@ class Collection:
         encoder: Encoder | None = None,
         device: str = "auto",
         model: str | None = None,
+        qdrant_url: str | None = None,
+        qdrant_api_key: str | None = None,
     ) -> Collection:
         """Open an existing collection. The encoder is loaded lazily from the manifest's settings, or
-        taken from ``encoder`` / ``model`` after checking it is the one the collection was built with."""
+        taken from ``encoder`` / ``model`` after checking it is the one the collection was built with.
+
+        Qdrant-backed collections connect to the recorded URL (overridden by ``qdrant_url`` or
+        ``$DSE_QDRANT_URL``) with ``qdrant_api_key`` (default ``$QDRANT_API_KEY``)."""
         directory = Path(directory)
         manifest = Manifest.read(directory)
         db = directory / "meta.sqlite"
@@ -179,12 +222,19 @@ class Collection:
             settings["model"] = _resolve_model_name(str(settings.get("model")))
             check_same_encoder(manifest.encoder, settings)
         col = cls(directory, manifest, store, encoder, device)
-        col._load_index()
-        col.reconcile()
+        col._backend_options = {"qdrant_url": qdrant_url, "qdrant_api_key": qdrant_api_key}
+        try:
+            col._load_index()
+            col.reconcile()
+        except BaseException:
+            col.close()
+            raise
         return col
 
     def close(self) -> None:
         self._release_lock()
+        if self._index is not None and hasattr(self._index, "close"):
+            self._index.close()
         self.store.close()
 
     def __enter__(self) -> Collection:
@@ -196,7 +246,12 @@ class Collection:
     # ------------------------------------------------------------- properties
     @property
     def index_dir(self) -> Path:
-        return self.directory / "index"
+        return self.directory / str(self.manifest.index.get("dir", "index"))
+
+    @property
+    def backend(self) -> str:
+        """``local`` (index files in the directory) or ``qdrant`` (vectors in a Qdrant collection)."""
+        return backends.backend_of(self.manifest.index)
 
     @property
     def kind(self) -> str:
@@ -233,6 +288,8 @@ class Collection:
         from indexes import MultiVectorIndex, SingleVectorIndex
 
         cfg = self.manifest.index
+        if self.backend == backends.QDRANT:
+            return backends.new_qdrant_index(self)
         if cfg["type"] == "maxsim":
             return MultiVectorIndex(self.dim, device=self.device, pool_factor=cfg.get("pool_factor"))
         return SingleVectorIndex(self.dim, index_type=cfg["type"], device=self.device, **cfg.get("params", {}))
@@ -240,6 +297,9 @@ class Collection:
     def _load_index(self) -> None:
         from indexes import MultiVectorIndex, SingleVectorIndex
 
+        if self.backend == backends.QDRANT:
+            self._index = backends.load_qdrant_index(self)
+            return
         cls = MultiVectorIndex if self.manifest.index["type"] == "maxsim" else SingleVectorIndex
         try:
             self._index = cls.load(self.index_dir, device=self.device)
@@ -277,8 +337,11 @@ class Collection:
         * vectors whose page is not ``stored`` are dropped (orphans of a killed run);
         * ``pending`` page rows are dropped (their documents stay ``indexing`` and are resumed);
         * pages marked ``stored`` whose vectors are missing are marked for re-indexing.
-        Skipped (returns ``{}``) while another process holds the write lock.
+        Skipped (returns ``{}``) while another process holds the write lock. Qdrant-backed
+        collections: see :func:`dse.collection.backends.reconcile_qdrant`.
         """
+        if self.backend == backends.QDRANT:
+            return backends.reconcile_qdrant(self, repair=False)
         if not self._acquire_lock():
             return {}
         try:
@@ -346,6 +409,8 @@ class Collection:
             render_settings = RenderSettings()
         self._write_lock()
         try:
+            if self.backend == backends.QDRANT:
+                backends.reconcile_qdrant(self, repair=True)
             ingest = Ingestor(
                 self,
                 batch_size=batch_size,
@@ -380,6 +445,10 @@ class Collection:
         finally:
             self._release_lock()
         return len(docs)
+
+    def _update_meta(self, key: int, meta: dict[str, Any]) -> None:
+        """Replace a document's metadata (in the vector backend's payload first, then SQLite)."""
+        backends.update_meta(self, key, meta)
 
     def _remove_keys(self, keys: Sequence[int]) -> None:
         """Crash-safe removal: mark ``removing``, drop vectors (saved), then rows and images."""
@@ -429,19 +498,19 @@ class Collection:
             return []
         if fusion == "rrf" and text is not None and img is not None:
             depth = max(100, 4 * k)
-            text_rank = self._search_encoded(self.encoder.encode_queries(texts=[text]), depth, allowed)[0]
-            image_rank = self._search_encoded(self.encoder.encode_queries(images=[img]), depth, allowed)[0]
+            text_rank = self._search_encoded(self.encoder.encode_queries(texts=[text]), depth, allowed, where)[0]
+            image_rank = self._search_encoded(self.encoder.encode_queries(images=[img]), depth, allowed, where)[0]
             ranked = reciprocal_rank_fusion([text_rank, image_rank])[:k]
         else:
             q = self.encoder.encode_queries(
                 texts=[text] if text is not None else None, images=[img] if img is not None else None
             )
-            ranked = self._search_encoded(q, k, allowed)[0]
+            ranked = self._search_encoded(q, k, allowed, where)[0]
         return self._hits(ranked)
 
     def search_vectors(self, queries: Any, k: int = 10, *, where: dict[str, Any] | None = None) -> list[list[Hit]]:
         """Search with already-encoded queries (``(q, dim)`` array or a list of ``(t, dim)`` arrays)."""
-        return [self._hits(r) for r in self._search_encoded(queries, k, self._allowed_ids(where))]
+        return [self._hits(r) for r in self._search_encoded(queries, k, self._allowed_ids(where), where)]
 
     def ask(self, question: str, *, k: int = 3, generator: Any = None, where: dict[str, Any] | None = None) -> Any:
         """Visual RAG: answer ``question`` from the top-``k`` pages (see :func:`dse.rag.answer_question`).
@@ -462,12 +531,16 @@ class Collection:
         return answer_question(self, question, generator=generator, k=k, where=where)
 
     def _allowed_ids(self, where: dict[str, Any] | None) -> np.ndarray | None:
-        """Page ids whose document metadata matches ``where`` (``None``: no filter)."""
-        if not where:
+        """Page ids whose document metadata matches ``where`` (``None``: no filter, or Qdrant filters itself)."""
+        if not where or self.backend == backends.QDRANT:
             return None
         return np.asarray(self.store.filter_page_ids({str(a): str(b) for a, b in where.items()}), np.int64)
 
-    def _search_encoded(self, queries: Any, k: int, allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:
+    def _search_encoded(
+        self, queries: Any, k: int, allowed: np.ndarray | None, where: dict[str, Any] | None = None
+    ) -> list[list[tuple[int, float]]]:
+        if self.backend == backends.QDRANT:
+            return backends.qdrant_search(self._index, queries, k, allowed, where)
         if len(self._index) == 0:
             return [[] for _ in range(len(queries))]
         return self._index.search(queries, k, allowed_ids=allowed)
@@ -512,7 +585,11 @@ class Collection:
             "metadata": sum(du(p) for p in self.directory.glob("meta.sqlite*")),
         }
         sizes["total"] = du(self.directory)
+        extra: dict[str, Any] = {"backend": self.backend}
+        if self.backend == backends.QDRANT:
+            extra["qdrant"] = backends.qdrant_stats(self)
         return {
+            **extra,
             "directory": str(self.directory),
             **counts,
             "vectors": vectors,

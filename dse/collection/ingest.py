@@ -168,7 +168,7 @@ class Ingestor:
                 same = content_hash is not None and existing.content_hash == content_hash
                 if existing.status == "complete" and same:
                     if existing.meta != meta:
-                        store.update_meta(existing.id, meta)
+                        self.col._update_meta(existing.id, meta)
                         self.report.metadata_updated += 1
                     self.report.unchanged += 1
                     continue

@@ -199,6 +199,9 @@ class MetadataStore:
     def stored_page_ids(self) -> set[int]:
         return {r[0] for r in self.db.execute("SELECT id FROM pages WHERE status='stored'")}
 
+    def pending_page_ids(self) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM pages WHERE status='pending'")]
+
     def pages(self, ids: Sequence[int]) -> dict[int, PageRow]:
         out: dict[int, PageRow] = {}
         ids = [int(i) for i in ids]

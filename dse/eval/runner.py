@@ -264,17 +264,21 @@ def _search(col: Collection, vectors: list[Any], page_map: dict[int, list[str]],
 # --------------------------------------------------------------------------- entry points
 
 
-def _open_collection(directory: Path, encoder: Encoder, index: str) -> Collection:
+def _open_collection(
+    directory: Path, encoder: Encoder, index: str, options: dict[str, Any] | None = None
+) -> Collection:
     from dse.collection import Collection, CollectionError
+    from indexes.qdrant.connection import QdrantError
 
+    options = dict(options or {})
     try:
-        return Collection.create(directory, encoder, index=index, exist_ok=True, device=_device_of(encoder))
+        return Collection.create(directory, encoder, index=index, exist_ok=True, device=_device_of(encoder), **options)
     except CollectionError as exc:
-        if not directory.exists():
+        if not directory.exists() or isinstance(exc, QdrantError):  # an unreachable Qdrant is no reason to rebuild
             raise
         log.warning("cached collection %s is unusable (%s); rebuilding it", directory, exc)
         shutil.rmtree(directory, ignore_errors=True)
-        return Collection.create(directory, encoder, index=index, device=_device_of(encoder))
+        return Collection.create(directory, encoder, index=index, device=_device_of(encoder), **options)
 
 
 def _device_of(encoder: Encoder) -> str:
@@ -297,6 +301,7 @@ def evaluate(
     render_settings: RenderSettings | None = None,
     index: str = "auto",
     progress: bool = True,
+    collection_options: dict[str, Any] | None = None,
     **encoder_options: Any,
 ) -> EvalResult:
     """Encode ``dataset``'s corpus into a collection, search every query, score the run.
@@ -307,6 +312,9 @@ def evaluate(
     docstring) and is reused. ``depth``: documents per query in the run. ``index``: the
     collection's index type (``auto``: exact flat / MaxSim, so metrics are not blurred by
     approximate search). Encoder loading errors propagate as :class:`~dse.encoders.EncoderError`.
+    ``collection_options``: more :meth:`Collection.create` settings, e.g. ``{"backend": "qdrant",
+    "qdrant_url": ...}`` to evaluate through a Qdrant-backed collection (a temporary one's Qdrant
+    collection is deleted afterwards).
     """
     from dse.encoders import Encoder
     from renderers import RenderSettings
@@ -327,10 +335,11 @@ def evaluate(
         tmp = tempfile.TemporaryDirectory(prefix="dse-eval-")
         directory = Path(tmp.name) / "collection"
     else:
-        key = cache_key(dataset, encoder, settings, index)
+        public = {k: v for k, v in (collection_options or {}).items() if k != "qdrant_api_key"}
+        key = cache_key(dataset, encoder, settings, index if not public else f"{index} {sorted(public.items())}")
         directory = Path(cache_dir).expanduser() / f"{dataset.name}-{key}"
     try:
-        col = _open_collection(directory, encoder, index)
+        col = _open_collection(directory, encoder, index, collection_options)
         try:
             t1 = time.perf_counter()
             encoded, failures = _add_corpus(col, dataset, settings, batch_size=batch_size, progress=progress)
@@ -350,6 +359,8 @@ def evaluate(
             ranked = _search(col, vectors, page_map, depth)
             timings["search"] = time.perf_counter() - t3
         finally:
+            if tmp is not None and getattr(col, "backend", "local") != "local":
+                col.index.drop()  # the temporary collection's vectors live in Qdrant: delete them too
             col.close()
     finally:
         if tmp is not None:

@@ -40,7 +40,8 @@ async def run_blocking(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any
     try:
         return await run_in_threadpool(fn, *args, **kwargs)
     except (CollectionError, EncoderError) as exc:
-        raise RequestError(400, str(exc)) from exc
+        # a vector backend that is down or failing is the server's problem (503/502), not the request's
+        raise RequestError(getattr(exc, "http_status", 400), str(exc)) from exc
 
 
 def key_dependency(api_key: str) -> Callable[..., Any]:

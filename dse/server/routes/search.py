@@ -99,7 +99,8 @@ async def _run_search(
         try:
             return await asyncio.wrap_future(state.batcher.submit(text, k, where))
         except (CollectionError, EncoderError) as exc:
-            raise RequestError(400, str(exc)) from exc
+            # a vector backend that is down or failing is the server's problem (503/502), not the request's
+            raise RequestError(getattr(exc, "http_status", 400), str(exc)) from exc
     hits: list[Hit] = await run_blocking(state.search, text, image, k=k, where=where, fusion=fusion)
     return hits
 
