@@ -11,31 +11,17 @@ Standalone: this package imports nothing from ``dse`` or ``renderers``.
 Both store their vectors in append-only, crash-safe segment files with a JSON manifest
 (see :mod:`indexes.segments`); nothing is pickled. Every error is a
 :class:`VectorIndexError` (a ``ValueError``).
+
+The index classes are imported lazily (lazy-loader stub ``__init__.pyi``): a single-vector
+index on the CPU never imports torch, which the MaxSim code needs.
 """
 
-from indexes.errors import (
-    DuplicateIdError,
-    IndexFormatError,
-    IndexInputError,
-    UnknownIdError,
-    VectorIndexError,
-)
-from indexes.maxsim import maxsim_scores
-from indexes.multi import MultiVectorIndex
-from indexes.single import INDEX_TYPES, SingleVectorIndex
+import lazy_loader as _lazy
+
+from indexes.errors import VectorIndexError as _VectorIndexError
 
 #: Alias: the base class of every index error.
-IndexError_ = VectorIndexError
+IndexError_ = _VectorIndexError
 
-__all__ = [
-    "INDEX_TYPES",
-    "DuplicateIdError",
-    "IndexError_",
-    "IndexFormatError",
-    "IndexInputError",
-    "MultiVectorIndex",
-    "SingleVectorIndex",
-    "UnknownIdError",
-    "VectorIndexError",
-    "maxsim_scores",
-]
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)
+__all__ += ["IndexError_"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-
-import torch
+from typing import TYPE_CHECKING
 
 from indexes.errors import IndexInputError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +19,8 @@ def resolve_torch_device(device: str = "auto") -> torch.device:
     ``"auto"`` picks ``cuda`` when ``torch.cuda.is_available()``, else ``cpu``. An explicit
     CUDA device without CUDA raises :class:`IndexInputError`.
     """
+    import torch  # here, not at module level: a CPU FAISS index never needs it
+
     if not isinstance(device, str):
         raise IndexInputError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}")
     name = device.strip().lower()
@@ -49,7 +53,11 @@ def resolve_faiss_device(device: str = "auto") -> str:
     """Resolve ``device`` for FAISS: ``"cuda"`` only when torch sees CUDA *and* FAISS has GPUs.
 
     An explicit ``"cuda"`` with a CPU-only FAISS build logs a warning and returns ``"cpu"``.
+    ``"cpu"``, and ``"auto"`` with a CPU-only FAISS build, are answered without importing torch.
     """
+    name = device.strip().lower() if isinstance(device, str) else None
+    if name == "cpu" or (name == "auto" and faiss_gpu_count() == 0):
+        return "cpu"
     tdev = resolve_torch_device(device)
     if tdev.type != "cuda":
         return "cpu"

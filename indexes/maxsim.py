@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from indexes.errors import IndexInputError
+from indexes.segments import to_float_array
 from indexes.topk import RunningTopK
 
 logger = logging.getLogger(__name__)
@@ -85,16 +86,6 @@ def as_query_list(queries: object, dim: int) -> list[np.ndarray]:
             raise IndexInputError(f"query {i} contains NaN or infinite values")
         out.append(np.ascontiguousarray(arr))
     return out
-
-
-def to_float_array(x: object, dtype: type[np.floating]) -> np.ndarray:
-    """Convert an array-like or torch tensor (any float dtype, bf16 included) to a numpy array of ``dtype``."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().to("cpu", torch.float32).numpy()
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fiu":
-        raise IndexInputError(f"vectors must be numeric, got dtype {arr.dtype}")
-    return arr.astype(dtype, copy=False)
 
 
 def make_query_chunks(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,20 @@ SegmentMerger = Callable[[Sequence[dict[str, np.ndarray]]], dict[str, np.ndarray
 #: Owner hook called during save after segments and tombstones: ``(directory, generation, rebind)``
 #: -> ``(manifest entries, file names to keep)``.
 ExtraWriter = Callable[[Path, int, bool], tuple[dict[str, Any], list[str]]]
+
+
+def to_float_array(x: object, dtype: type[np.floating]) -> np.ndarray:
+    """Convert an array-like or torch tensor (any float dtype, bf16 included) to a numpy array of ``dtype``.
+
+    Does not import torch: a tensor can only exist once torch is imported.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float32).numpy()
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu":
+        raise IndexInputError(f"vectors must be numeric, got dtype {arr.dtype}")
+    return arr.astype(dtype, copy=False)
 
 
 def as_id_array(ids: Any, *, what: str = "ids") -> np.ndarray:

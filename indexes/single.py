@@ -36,8 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from indexes.devices import resolve_faiss_device
 from indexes.errors import IndexFormatError, IndexInputError, UnknownIdError
-from indexes.maxsim import to_float_array
-from indexes.segments import SegmentTable, as_id_array
+from indexes.segments import SegmentTable, as_id_array, to_float_array
 from indexes.storage import fsync_dir, load_array, read_manifest, segment_file
 from indexes.topk import RunningTopK
 

@@ -4,8 +4,16 @@ A file whose content contradicts its extension is rejected with
 :class:`FormatMismatchError` ("not a PDF file (looks like a PNG image)") instead
 of being rendered as whatever it really is: a mislabelled file is usually a sign
 of a broken export or a mix-up, and silently indexing something else would hide
-it. One exception: within the image family (a ``.jpg`` holding PNG data, ...)
-the image is rendered, because Pillow decodes by content and this is common.
+it. Two exceptions, where the backend decodes by content and mislabelled files are
+common:
+
+* within the image family (a ``.jpg`` holding PNG data, ...) Pillow renders the image;
+* within the office family, LibreOffice picks its importer from the content, so an
+  office extension accepts any office content (:data:`OFFICE_LABELS`): a ``.doc`` that
+  is really a ``.docx``, an ``.xls`` holding an HTML table (a common "Excel export"),
+  a ``.pptx`` holding a Word document, an OpenDocument *template* saved as ``.odp``...
+  Only checks that LibreOffice would fail too are made before converting (a truncated
+  ZIP, an Office Open XML package without ``[Content_Types].xml`` or document part).
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from renderers.errors import (
 
 PDF_EXTS = frozenset({".pdf"})
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-OFFICE_EXTS = frozenset({".pptx", ".ppt", ".odp", ".key", ".docx", ".doc", ".odt", ".rtf", ".xlsx", ".xls", ".ods"})
+OFFICE_EXTS = frozenset(
+    {".pptx", ".ppt", ".odp", ".otp", ".key", ".docx", ".doc", ".odt", ".ott", ".rtf", ".xlsx", ".xls", ".ods", ".ots"}
+)
 HTML_EXTS = frozenset({".html", ".htm", ".xhtml"})
 
 #: Source kinds, by extension.
@@ -63,33 +73,24 @@ _EXT_NAMES = {
     ".odp": "an OpenDocument presentation",
     ".odt": "an OpenDocument text",
     ".ods": "an OpenDocument spreadsheet",
+    ".otp": "an OpenDocument presentation template",
+    ".ott": "an OpenDocument text template",
+    ".ots": "an OpenDocument spreadsheet template",
     ".key": "a Keynote file",
     ".rtf": "an RTF file",
 }
 
-#: Content labels accepted for each office extension.
-_OFFICE_EXPECT: dict[str, frozenset[str]] = {
-    ".pptx": frozenset({"zip"}),
-    ".docx": frozenset({"zip"}),
-    ".xlsx": frozenset({"zip"}),
-    ".odp": frozenset({"zip"}),
-    ".odt": frozenset({"zip"}),
-    ".ods": frozenset({"zip"}),
-    ".key": frozenset({"zip"}),
-    ".ppt": frozenset({"ole2"}),
-    ".xls": frozenset({"ole2"}),
-    ".doc": frozenset({"ole2", "rtf"}),
-    ".rtf": frozenset({"rtf"}),
-}
+#: Content labels that LibreOffice imports as office documents (it detects the format from the
+#: content): ZIP packages (Office Open XML, OpenDocument, Keynote), legacy OLE2 files, RTF, and
+#: HTML/XML as written by "Excel"/"Word" exports and Word/SpreadsheetML 2003 XML. Any office
+#: extension accepts any of them; other content (PDF, images, plain text) is a mismatch.
+OFFICE_LABELS = frozenset({"zip", "ole2", "rtf", "html"})
 
 #: Main part of each Office Open XML flavour.
 _OOXML_MAIN = {".pptx": "ppt/presentation.xml", ".docx": "word/document.xml", ".xlsx": "xl/workbook.xml"}
-_OOXML_NAMES = {".pptx": "a PowerPoint presentation", ".docx": "a Word document", ".xlsx": "an Excel workbook"}
-_ODF_MIME = {
-    ".odp": "application/vnd.oasis.opendocument.presentation",
-    ".odt": "application/vnd.oasis.opendocument.text",
-    ".ods": "application/vnd.oasis.opendocument.spreadsheet",
-}
+_ODF_EXTS = frozenset({".odp", ".odt", ".ods", ".otp", ".ott", ".ots"})
+#: Every OpenDocument mimetype (documents, templates, drawings, formulas...) starts with this.
+ODF_MIME_PREFIX = "application/vnd.oasis.opendocument."
 
 SNIFF_BYTES = 4096
 
@@ -187,8 +188,7 @@ def check_content(path: Path, kind: str) -> str:
         if label not in ("html", "text"):
             raise _mismatch(ext, label)
     elif kind == "office":
-        expected = _OFFICE_EXPECT.get(ext)
-        if expected is not None and label not in expected:
+        if label not in OFFICE_LABELS:
             raise _mismatch(ext, label)
         if label == "zip":
             check_office_zip(path)
@@ -198,8 +198,12 @@ def check_content(path: Path, kind: str) -> str:
 def check_office_zip(path: Path) -> None:
     """Structural check of a ZIP-based office file before handing it to LibreOffice.
 
-    Catches truncated/corrupt archives, missing OOXML/ODF parts and a file of the
-    wrong flavour (a ``.pptx`` that is really a Word document). Raises
+    Catches what LibreOffice cannot convert either: truncated/corrupt archives, an Office
+    Open XML package without ``[Content_Types].xml`` or without any document part, a ZIP
+    with an OOXML/OpenDocument extension that is neither, and a package whose mimetype is
+    not an OpenDocument one (an EPUB named ``.odt``). The flavour is not checked against
+    the extension (a ``.pptx`` holding a Word document, an ``.odp`` holding a presentation
+    *template*): LibreOffice converts those by content. Raises
     :class:`CorruptDocumentError` or :class:`FormatMismatchError`.
     """
     ext = path.suffix.lower()
@@ -210,21 +214,21 @@ def check_office_zip(path: Path) -> None:
             bad = zf.testzip()
             if bad is not None:
                 raise CorruptDocumentError(f"broken {what}: corrupt archive member {bad!r}")
-            if ext in _OOXML_MAIN:
-                if "[Content_Types].xml" not in names:
-                    raise CorruptDocumentError(f"broken {what}: missing [Content_Types].xml (not Office Open XML)")
-                main = _OOXML_MAIN[ext]
-                if main not in names:
-                    for other, part in _OOXML_MAIN.items():
-                        if part in names:
-                            raise FormatMismatchError(f"not {_OOXML_NAMES[ext]} (looks like {_OOXML_NAMES[other]})")
+            if "[Content_Types].xml" in names:  # Office Open XML, whatever its flavour
+                if not any(part in names for part in _OOXML_MAIN.values()):
+                    main = _OOXML_MAIN.get(ext, "a document part")
                     raise CorruptDocumentError(f"broken {what}: missing {main}")
-            elif ext in _ODF_MIME:
-                if "mimetype" not in names:
-                    raise CorruptDocumentError(f"broken {what}: missing 'mimetype' entry (not OpenDocument)")
-                mime = zf.read("mimetype").decode("ascii", "replace").strip()
-                if mime != _ODF_MIME[ext]:
-                    raise FormatMismatchError(f"not {_EXT_NAMES[ext]} (mimetype is {mime!r})")
+            elif "mimetype" in names or "META-INF/manifest.xml" in names:  # OpenDocument
+                mime = zf.read("mimetype").decode("ascii", "replace").strip() if "mimetype" in names else ""
+                if mime and not mime.startswith(ODF_MIME_PREFIX):
+                    expected = _EXT_NAMES.get(ext, f"an office {ext} file")
+                    raise FormatMismatchError(f"not {expected} (mimetype is {mime!r})")
+            elif ext in _OOXML_MAIN:
+                raise CorruptDocumentError(f"broken {what}: missing [Content_Types].xml (not Office Open XML)")
+            elif ext in _ODF_EXTS:
+                raise CorruptDocumentError(
+                    f"broken {what}: no 'mimetype' entry nor META-INF/manifest.xml (not OpenDocument)"
+                )
     except zipfile.BadZipFile as exc:
         raise CorruptDocumentError(f"broken {what}: not a valid ZIP archive (truncated or corrupt: {exc})") from None
     except (EOFError, zipfile.LargeZipFile, NotImplementedError, ValueError, zlib.error) as exc:

@@ -64,6 +64,33 @@ def _stderr_summary(text: str) -> str:
     return "; ".join(lines[-3:])
 
 
+#: LibreOffice module library of each application, and the Debian package that installs it.
+_COMPONENTS = {
+    "spreadsheet": ("libsclo.so", "Calc", "libreoffice-calc"),
+    "presentation": ("libsdlo.so", "Impress", "libreoffice-impress"),
+    "text": ("libswlo.so", "Writer", "libreoffice-writer"),
+}
+_COMPONENT_OF_EXT = {
+    **dict.fromkeys((".xlsx", ".xls", ".ods", ".ots"), "spreadsheet"),
+    **dict.fromkeys((".pptx", ".ppt", ".odp", ".otp", ".key"), "presentation"),
+    **dict.fromkeys((".docx", ".doc", ".odt", ".ott", ".rtf"), "text"),
+}
+
+
+def missing_component_hint(soffice: str, path: Path) -> str:
+    """``" (LibreOffice Calc is not installed: ...)"`` when the application that opens ``path``'s
+    type is missing from the LibreOffice installation (LibreOffice then only says "source file
+    could not be loaded"); ``""`` when it is there or cannot be told."""
+    component = _COMPONENT_OF_EXT.get(path.suffix.lower())
+    if component is None:
+        return ""
+    library, name, package = _COMPONENTS[component]
+    program = Path(soffice).resolve().parent
+    if not (program / "libmergedlo.so").exists() or (program / library).exists():
+        return ""  # not a recognisable installation, or the component is there
+    return f" (LibreOffice {name} is not installed: install {package} or equivalent)"
+
+
 class OfficeConverter:
     """Converts office files to PDF with up to ``workers`` LibreOffice processes at once.
 
@@ -167,7 +194,8 @@ class OfficeConverter:
             if proc.returncode != 0:
                 raise ConversionError(f"LibreOffice failed (exit {proc.returncode}): {message or 'no message'}")
             if not pdf.exists() or pdf.stat().st_size == 0:
-                raise ConversionError(f"LibreOffice could not convert the file: {message or 'no PDF produced'}")
+                hint = missing_component_hint(exe, path)
+                raise ConversionError(f"LibreOffice could not convert the file: {message or 'no PDF produced'}{hint}")
             return pdf
         except BaseException:
             shutil.rmtree(outdir, ignore_errors=True)
@@ -204,6 +232,7 @@ _PKG_R = "http://schemas.openxmlformats.org/package/2006/relationships"
 _DRAW = "urn:oasis:names:tc:opendocument:xmlns:drawing:1.0"
 _PRES = "urn:oasis:names:tc:opendocument:xmlns:presentation:1.0"
 _OFFICE = "urn:oasis:names:tc:opendocument:xmlns:office:1.0"
+_ODP_MIME = "application/vnd.oasis.opendocument.presentation"
 
 
 def _pptx_titles(zf: zipfile.ZipFile) -> list[str | None]:
@@ -245,14 +274,26 @@ def _odp_titles(zf: zipfile.ZipFile) -> list[str | None]:
     return titles
 
 
+def _is_odf_presentation(zf: zipfile.ZipFile, names: set[str], ext: str) -> bool:
+    if "content.xml" not in names:
+        return False
+    if "mimetype" in names:  # presentation or presentation-template
+        return zf.read("mimetype").decode("ascii", "replace").strip().startswith(_ODP_MIME)
+    return ext in (".odp", ".otp")
+
+
 def slide_titles(path: Path) -> list[str | None] | None:
-    """Per-slide titles of a .pptx/.odp (in PDF page order), or ``None`` if unavailable."""
-    ext = path.suffix.lower()
+    """Per-slide titles of a presentation package (Office Open XML or OpenDocument, templates
+    included), in PDF page order; ``None`` for other files or when unavailable.
+
+    The flavour is read from the package, not the extension (LibreOffice converts by content).
+    """
     try:
         with zipfile.ZipFile(path) as zf:
-            if ext == ".pptx":
+            names = set(zf.namelist())
+            if "ppt/presentation.xml" in names:
                 return _pptx_titles(zf)
-            if ext == ".odp":
+            if _is_odf_presentation(zf, names, path.suffix.lower()):
                 return _odp_titles(zf)
     except (zipfile.BadZipFile, KeyError, ET.ParseError, OSError) as exc:
         log.debug("no slide titles for %s: %s", path, exc)

@@ -97,8 +97,12 @@ def _looks_like_url(text: str) -> bool:
     return bool(parts.scheme) and len(parts.scheme) > 1 and "://" in text
 
 
-def _walk_dir(root: Path) -> Iterator[Path]:
-    """Supported files under ``root``, recursively, sorted, skipping hidden entries."""
+def _walk_dir(root: Path, skipped: list[Path] | None = None) -> Iterator[Path]:
+    """Supported files under ``root``, recursively, sorted, skipping hidden entries.
+
+    Files of unsupported types are appended to ``skipped`` (when given); hidden files and
+    directories and Office lock files (``~$...``) are ignored silently.
+    """
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
@@ -106,14 +110,19 @@ def _walk_dir(root: Path) -> Iterator[Path]:
                 continue
             if Path(name).suffix.lower() in KIND_BY_EXT:
                 yield Path(dirpath) / name
+            elif skipped is not None:
+                skipped.append(Path(dirpath) / name)
 
 
-def iter_sources(inputs: Iterable[str | os.PathLike[str] | Source]) -> Iterator[Source]:
+def iter_sources(
+    inputs: Iterable[str | os.PathLike[str] | Source], *, skipped: list[Path] | None = None
+) -> Iterator[Source]:
     """Expand inputs into sources, lazily and in input order, without duplicates.
 
     * ``http(s)://`` URLs -> one web source each;
     * directories -> every supported file below them (recursive, sorted; hidden
-      files and unsupported extensions skipped);
+      files ignored; files of unsupported types skipped and, when ``skipped`` is
+      given, appended to it as they are met, so callers can report them);
     * globs (``*``, ``?``, ``[``; ``**`` recurses) -> the matches, sorted; matched
       directories are expanded as above;
     * files -> one source each (any extension; unknown ones are sniffed);
@@ -131,7 +140,7 @@ def iter_sources(inputs: Iterable[str | os.PathLike[str] | Source]) -> Iterator[
 
     def expand_path(p: Path) -> Iterator[Source]:
         if p.is_dir():
-            for f in _walk_dir(p):
+            for f in _walk_dir(p, skipped):
                 yield from emit(Source.from_path(f))
         else:
             yield from emit(Source.from_path(p))

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from dse.cli import EXIT_OK, EXIT_PARTIAL, UsageError
-from dse.cli.common import add_collection_argument, add_device_argument, fail, parse_key_values, print_json
+from dse.cli import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UsageError
+from dse.cli.common import (
+    add_collection_argument,
+    add_device_argument,
+    add_where_argument,
+    fail,
+    fail_for,
+    parse_where_args,
+    print_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MODEL",
         help=f"Qwen2-VL / Qwen2.5-VL Instruct model: hub id or local directory (default {DEFAULT_GENERATOR})",
     )
-    p.add_argument("--where", action="append", metavar="KEY=VALUE", help="metadata filter (repeatable, AND)")
+    add_where_argument(p)
     p.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="answer length cap (default 256)")
     p.add_argument(
         "--generator-max-pixels",
@@ -55,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.generator_max_pixels is not None and args.generator_max_pixels < 1:
         raise UsageError(f"--generator-max-pixels must be positive, got {args.generator_max_pixels}")
-    where = parse_key_values(args.where, "--where")
+    where = parse_where_args(args.where)
     try:
         col = Collection.open(args.collection, device=args.device)
     except (CollectionError, EncoderError) as exc:
-        return fail("ask", str(exc))
+        return fail_for("ask", exc)
     with col:
         try:
             if args.generator_max_pixels is not None:
@@ -77,13 +85,13 @@ def run(args: argparse.Namespace) -> int:
         except GeneratorError as exc:
             return fail("ask", str(exc))
         try:
-            answer = answer_question(col, question, generator=generator, k=args.k, where=where or None)
+            answer = answer_question(col, question, generator=generator, k=args.k, where=where)
         except NoPagesError as exc:
             return fail("ask", str(exc), EXIT_PARTIAL)
         except (CollectionError, EncoderError) as exc:
-            return fail("ask", str(exc))
+            return fail_for("ask", exc)
         except RAGError as exc:
-            return fail("ask", str(exc), 2)
+            return fail("ask", str(exc), EXIT_USAGE)
     if args.json:
         print_json(answer.to_dict())
         return EXIT_OK

@@ -7,10 +7,8 @@ import json
 import sys
 from typing import Any
 
-from dse.cli import UsageError
+from dse.cli import EXIT_CANNOT_START, EXIT_USAGE, UsageError
 
-#: exit status when the job could not start (unusable model or collection)
-EXIT_CANNOT_START = 3
 DEFAULT_MODEL = "MrLight/dse-qwen2-2b-mrl-v1"
 
 
@@ -82,10 +80,67 @@ def parse_key_values(items: list[str] | None, option: str) -> dict[str, Any]:
     return out
 
 
+def no_sources_error(inputs: list[str], sources: list[Any], skipped: list[Any]) -> UsageError:
+    """The usage error for inputs of which none resolved to a source to render (with the reasons)."""
+    reasons = [str(src.error) for src in sources if src.error is not None]
+    if skipped:
+        reasons.append(f"{len(skipped)} file{'s' if len(skipped) != 1 else ''} skipped: unsupported type")
+    return UsageError("no sources matched: " + ", ".join(inputs) + f" ({'; '.join(reasons) or 'no supported files'})")
+
+
+def check_sources(inputs: list[str]) -> None:
+    """Raise :func:`no_sources_error` unless at least one input resolves (stops at the first one)."""
+    from renderers import iter_sources
+
+    seen: list[Any] = []
+    skipped: list[Any] = []
+    for src in iter_sources(inputs, skipped=skipped):
+        if src.error is None:
+            return
+        seen.append(src)
+    raise no_sources_error(inputs, seen, skipped)
+
+
+WHERE_HELP = (
+    "metadata filter, repeatable (AND): key=value, key!=value, key>N, key>=N, key<N, key<=N, "
+    "key=in:a,b,c, key!=in:a,b,c (numbers compare as numbers)"
+)
+
+
+def add_where_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--where", action="append", metavar="FILTER", help=WHERE_HELP)
+
+
+def parse_where_args(items: list[str] | None) -> list[str] | None:
+    """Validate ``--where`` filters before any work (see :mod:`dse.collection.filters`); UsageError if malformed."""
+    if not items:
+        return None
+    from dse.collection.filters import FilterError, parse_where
+
+    try:
+        parse_where(items)
+    except FilterError as exc:
+        raise UsageError(f"--where: {exc}") from None
+    return list(items)
+
+
 def fail(command: str, message: str, status: int = EXIT_CANNOT_START) -> int:
     """Print one clear error line for ``command`` and return ``status``."""
     print(f"dse {command}: error: {message}", file=sys.stderr)
     return status
+
+
+def error_status(exc: BaseException) -> int:
+    """Exit status for an error from the collection or encoder layers: 2 for a refused request
+    (:class:`~dse.collection.CollectionInputError`), 3 for an unusable model/collection/device."""
+    from dse.collection import CollectionInputError
+
+    return EXIT_USAGE if isinstance(exc, CollectionInputError) else EXIT_CANNOT_START
+
+
+def fail_for(command: str, exc: BaseException) -> int:
+    """:func:`fail` with the message and the exit status (:func:`error_status`) of ``exc``."""
+    return fail(command, str(exc), error_status(exc))
 
 
 def print_json(obj: Any) -> None:

@@ -11,7 +11,8 @@ from dse.cli.common import (
     DEFAULT_MODEL,
     add_collection_argument,
     add_device_argument,
-    fail,
+    check_sources,
+    fail_for,
     parse_key_values,
     print_json,
     show_progress,
@@ -24,7 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="index documents into a collection (resumable)",
         description="Render sources (files, directories, globs, URLs), encode the pages and store "
         "them in a collection. Re-running the same command resumes an interrupted job; "
-        "unchanged sources are skipped, changed ones replaced.",
+        "unchanged sources are skipped, changed ones replaced. On an existing collection the model "
+        "and index options must match how it was built (search-time --index-param values such as "
+        "ef_search and nprobe are applied); --dtype and --device only say how the model runs. "
+        "Metadata is kept across runs: --meta and <file>.meta.json sidecars merge their keys over "
+        "the stored ones, --unset-meta (or null in a sidecar) deletes a key.",
     )
     p.add_argument("sources", nargs="+", metavar="SRC", help="files, directories (recursive), globs or http(s) URLs")
     add_collection_argument(p)
@@ -33,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-m",
         default=None,
         help=f"hub id or local directory (default for a new collection: {DEFAULT_MODEL}; an existing "
-        "collection uses the model it was built with)",
+        "collection uses the model it was built with, and refuses another one)",
     )
     p.add_argument("--family", default=None, help="model family (detected from the model config when omitted)")
     p.add_argument("--dim", type=int, default=None, help="Matryoshka dimension for DSE models (default: full)")
@@ -72,7 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--index-param",
         action="append",
         metavar="KEY=VALUE",
-        help="FAISS parameter, e.g. hnsw_m=32, ef_search=128, nlist=1024, pq_m=16, nprobe=16",
+        help="FAISS parameter, e.g. hnsw_m=32, ef_search=128, nlist=1024, pq_m=16, nprobe=16 "
+        "(on an existing collection only the search-time ones: ef_search, nprobe, refine_factor, "
+        "brute_force_max)",
     )
     p.add_argument(
         "--pool-factor",
@@ -90,7 +97,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     from dse.cli.qdrant_options import add_qdrant_arguments
 
     add_qdrant_arguments(p)
-    p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata for every document (repeatable)")
+    p.add_argument(
+        "--meta",
+        action="append",
+        metavar="KEY=VALUE",
+        help="metadata for every document given, merged over its stored metadata (repeatable)",
+    )
+    p.add_argument(
+        "--unset-meta",
+        action="append",
+        metavar="KEY",
+        help="delete this metadata key from every document given (repeatable)",
+    )
     p.add_argument("--no-sidecars", action="store_true", help="ignore <file>.meta.json metadata sidecars")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     from dse.cli.render import add_render_arguments
@@ -109,15 +127,26 @@ def _param_value(text: str) -> int | float | str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import shutil
+
     from dse.cli.qdrant_options import check_qdrant_url, qdrant_api_key, qdrant_params, qdrant_url
     from dse.cli.render import settings_from_args
     from dse.collection import Collection, CollectionError
     from dse.encoders import EncoderError
 
-    meta = parse_key_values(args.meta, "--meta")
+    meta: dict[str, object] = dict(parse_key_values(args.meta, "--meta"))
+    for key in args.unset_meta or []:
+        if not key.strip():
+            raise UsageError("--unset-meta expects a key")
+        if key.strip() in meta:
+            raise UsageError(f"--meta and --unset-meta both name {key.strip()!r}")
+        meta[key.strip()] = None
     params = {k: _param_value(v) for k, v in parse_key_values(args.index_param, "--index-param").items()}
     settings = settings_from_args(args)
+    check_sources(args.sources)  # before loading a model or creating anything
     directory = Path(args.collection)
+    exists = (directory / "collection.json").exists()
+    dir_existed = directory.exists()
     backend = args.backend or ("qdrant" if args.qdrant_url else "local")
     if backend == "qdrant":
         if args.index not in ("auto", "qdrant"):
@@ -127,20 +156,32 @@ def run(args: argparse.Namespace) -> int:
         params = qdrant_params(args)
     elif args.qdrant_param or args.qdrant_collection:
         raise UsageError("--qdrant-param and --qdrant-collection need --backend qdrant")
-    if backend == "qdrant" and not qdrant_url(args) and not (directory / "collection.json").exists():
+    if backend == "qdrant" and not qdrant_url(args) and not exists:
         raise UsageError("--backend qdrant needs --qdrant-url URL (or $QDRANT_URL)")
     url = qdrant_url(args)
     if backend == "qdrant" and url:
         check_qdrant_url(url)
     try:
-        if (directory / "collection.json").exists():
+        if exists:
             col = Collection.open(
                 directory,
                 device=args.device,
                 model=args.model,
                 qdrant_url=args.qdrant_url,
                 qdrant_api_key=qdrant_api_key(args),
+                dtype=args.dtype,
+                family=args.family,
+                dim=args.dim,
+                max_pixels=args.model_max_pixels,
+                min_pixels=args.model_min_pixels,
+                adapter=args.adapter,
+                query_instruction=args.query_instruction,
             )
+            try:
+                col.update_index_options(index=args.index, index_params=params, pool_factor=args.pool_factor)
+            except BaseException:
+                col.close()
+                raise
         else:
             col = Collection.create(
                 directory,
@@ -162,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
                 **({"query_instruction": args.query_instruction} if args.query_instruction else {}),
             )
     except (CollectionError, EncoderError) as exc:
-        return fail("index", str(exc))
+        return fail_for("index", exc)
     try:
         report = col.add(
             args.sources,
@@ -173,14 +214,29 @@ def run(args: argparse.Namespace) -> int:
             sidecars=not args.no_sidecars,
             progress=show_progress(args),
         )
+        counts = col.store.counts()
     except (CollectionError, EncoderError) as exc:
-        return fail("index", str(exc))
+        return fail_for("index", exc)
     finally:
         col.close()
+    if not exists and counts["documents"] + counts["incomplete_documents"] == 0:
+        # never leave an empty collection behind: the next run would find a directory to refuse
+        if dir_existed:
+            for child in directory.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+        print(f"dse index: nothing was indexed; the new collection {directory} was not kept", file=sys.stderr)
     if args.json:
         print_json(report.to_dict())
     else:
         for f in report.failures:
             print(f"FAILED {f.source}: {f.error_type}: {f.reason}", file=sys.stderr)
+        if args.verbose:
+            for path in report.skipped:
+                print(f"skipped (unsupported type): {path}", file=sys.stderr)
         print(report.summary())
     return EXIT_PARTIAL if report.failures else EXIT_OK

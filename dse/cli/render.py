@@ -6,7 +6,8 @@ Output layout::
     OUT/<doc_id>/p0001.png   page images
 
 Exit status: 0 all rendered, 1 some sources failed (the rest was written),
-2 usage error (nothing matched, bad --pages, ...).
+2 usage error (nothing matched, bad --pages, ...). Files of unsupported types met in
+directories are skipped and counted in the report (listed with ``-v``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dse.cli import EXIT_OK, EXIT_PARTIAL, UsageError
-from dse.cli.common import positive_float, positive_int
+from dse.cli.common import no_sources_error, positive_float, positive_int
 from renderers import (
     PageRecord,
     Renderer,
@@ -156,9 +157,10 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
 
-    sources = list(iter_sources(args.sources))
+    skipped: list[Path] = []
+    sources = list(iter_sources(args.sources, skipped=skipped))
     if not any(s.error is None for s in sources):
-        raise UsageError("no sources matched: " + ", ".join(args.sources))
+        raise no_sources_error(args.sources, sources, skipped)
     out.mkdir(parents=True, exist_ok=True)
 
     n_pages = n_failures = 0
@@ -197,5 +199,12 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
     bar.close()
 
-    print(f"rendered {n_pages} pages from {len(docs_with_pages)} documents; {n_failures} failures -> {out / MANIFEST}")
+    if args.verbose:
+        for path in skipped:
+            print(f"skipped (unsupported type): {path}", file=sys.stderr)
+    note = f"; {len(skipped)} skipped: unsupported type" if skipped else ""
+    print(
+        f"rendered {n_pages} pages from {len(docs_with_pages)} documents; {n_failures} failures{note} "
+        f"-> {out / MANIFEST}"
+    )
     return EXIT_PARTIAL if n_failures else EXIT_OK

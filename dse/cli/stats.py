@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 
 from dse.cli import EXIT_OK
-from dse.cli.common import add_collection_argument, fail, print_json
+from dse.cli.common import add_collection_argument, fail_for, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stats", help="collection statistics")
+    p = sub.add_parser(
+        "stats", help="collection statistics", description="Documents, pages, vectors and bytes on disk."
+    )
     add_collection_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
 
-def _human(n: float) -> str:
+def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         with Collection.open(args.collection, device="cpu") as col:
             stats = col.stats()
     except CollectionError as exc:
-        return fail("stats", str(exc))
+        return fail_for("stats", exc)
     if args.json:
         print_json(stats)
         return EXIT_OK
@@ -53,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
             shown = ", ".join(value) if isinstance(value, list) else value
             print(f"{stats['backend'] + ' ' + key.replace('_', ' '):>21}: {shown}")
     for key, value in stats["bytes"].items():
-        print(f"{'bytes ' + key:>21}: {_human(value)} ({value})")
+        print(f"{'bytes ' + key:>21}: {human_bytes(value)} ({value})")
     return EXIT_OK

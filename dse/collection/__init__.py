@@ -1,7 +1,17 @@
 """Collections: crash-safe on-disk indexes of rendered pages (see :mod:`.collection`)."""
 
-from dse.collection.collection import Collection, Hit
+from dse.collection.collection import Collection, Document, Hit
+from dse.collection.filters import FilterError
 from dse.collection.ingest import Failure, IndexReport
-from dse.collection.manifest import CollectionError
+from dse.collection.manifest import CollectionError, CollectionInputError
 
-__all__ = ["Collection", "CollectionError", "Failure", "Hit", "IndexReport"]
+__all__ = [
+    "Collection",
+    "CollectionError",
+    "CollectionInputError",
+    "Document",
+    "Failure",
+    "FilterError",
+    "Hit",
+    "IndexReport",
+]

@@ -201,12 +201,9 @@ def where_conditions(where: Any) -> list[Any]:
     if not where:
         return []
     if not isinstance(where, dict) and not all(hasattr(c, "op") for c in _as_list(where)):
-        try:
-            from dse.collection import filters  # type: ignore[attr-defined]
+        from dse.collection.filters import parse_where
 
-            where = filters.parse_where(where)
-        except ImportError:
-            raise CollectionError(f"unsupported filter {where!r}: give a mapping {{key: value}}") from None
+        where = parse_where(where)
     out = []
     if isinstance(where, dict):
         for key, value in where.items():

@@ -68,6 +68,8 @@ class IndexReport:
     metadata_updated: int = 0
     pages: int = 0
     failures: list[Failure] = field(default_factory=list)
+    #: files met while walking directories whose type is not supported (not indexed, not failures)
+    skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -77,8 +79,11 @@ class IndexReport:
     def summary(self) -> str:
         return (
             f"{self.pages} pages indexed from {self.added + self.replaced + self.resumed} documents "
-            f"({self.added} new, {self.replaced} replaced, {self.resumed} resumed), {self.unchanged} unchanged, "
-            f"{len(self.failures)} failed, in {self.seconds:.1f}s ({self.pages_per_second:.2f} pages/s)"
+            f"({self.added} new, {self.replaced} replaced, {self.resumed} resumed), {self.unchanged} unchanged"
+            + (f" ({self.metadata_updated} with new metadata)" if self.metadata_updated else "")
+            + f", {len(self.failures)} failed"
+            + (f", {len(self.skipped)} skipped: unsupported type" if self.skipped else "")
+            + f", in {self.seconds:.1f}s ({self.pages_per_second:.2f} pages/s)"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +96,7 @@ class IndexReport:
             "pages": self.pages,
             "seconds": round(self.seconds, 3),
             "failures": [f.to_dict() for f in self.failures],
+            "skipped": list(self.skipped),
         }
 
 
@@ -137,12 +143,13 @@ class Ingestor:
         self._uncommitted: list[tuple[int, str]] = []  # (page id, doc id) added to the index, not yet stored
 
     # ----------------------------------------------------------------- planning
-    def _doc_meta(self, src: Any) -> dict[str, Any]:
-        meta: dict[str, Any] = {}
+    def _doc_meta(self, src: Any, stored: dict[str, Any]) -> dict[str, Any]:
+        """The document's metadata: the stored keys, then the sidecar's, then ``meta``'s (see
+        :func:`merge_meta`: later keys win, ``None`` deletes a key)."""
+        meta = dict(stored)
         if self.sidecars and src.path is not None:
-            meta.update(read_sidecar(Path(src.path)))
-        meta.update(self.meta)
-        return meta
+            meta = merge_meta(meta, read_sidecar(Path(src.path)))
+        return merge_meta(meta, self.meta)
 
     def plan(self, inputs: Iterable[Any]) -> list[Any]:
         """Decide per source: skip (unchanged), update metadata, add, replace or resume."""
@@ -150,18 +157,19 @@ class Ingestor:
 
         store = self.col.store
         selected = []
-        for src in iter_sources(inputs):
+        skipped: list[Path] = []
+        for src in iter_sources(inputs, skipped=skipped):
             if src.error is not None:  # the renderers report it with its specific error type
                 self.plans[src.doc_id] = _Plan(src, None, {}, "add")
                 selected.append(src)
                 continue
+            existing = store.document(src.doc_id)
             try:
                 content_hash = src.content_hash()
-                meta = self._doc_meta(src)
+                meta = self._doc_meta(src, existing.meta if existing is not None else {})
             except (OSError, ValueError) as exc:
                 self.report.failures.append(Failure(src.source, str(exc), type(exc).__name__))
                 continue
-            existing = store.document(src.doc_id)
             action = "add"
             skip: set[int] = set()
             if existing is not None:
@@ -178,6 +186,8 @@ class Ingestor:
                     action = "replace"
             self.plans[src.doc_id] = _Plan(src, content_hash, meta, action, skip)
             selected.append(src)
+        # metadata sidecars (<file>.meta.json) are not documents: they are not reported as skipped
+        self.report.skipped = [str(p) for p in skipped if not _is_sidecar(p)]
         return selected
 
     # ------------------------------------------------------------------ running
@@ -267,7 +277,7 @@ class Ingestor:
         if failure.page is not None:
             reason = f"page {failure.page}: {reason}"
         self.report.failures.append(Failure(failure.source, reason, failure.error_type))
-        logger.warning("failed: %s: %s", failure.source, reason)
+        logger.info("failed: %s: %s", failure.source, reason)  # reported once, by the caller, from the report
 
     def _on_page(self, rec: Any) -> None:
         plan = self.plans[rec.doc_id]
@@ -300,8 +310,9 @@ class Ingestor:
         bar.update(1)
         if not plan.failed:
             if plan.key is None:  # no new pages (all already stored, or the document rendered to nothing)
-                if plan.action == "resume":
-                    plan.key = self.col.store.document(plan.source.doc_id).id
+                doc = self.col.store.document(plan.source.doc_id) if plan.action == "resume" else None
+                if doc is not None:
+                    plan.key = doc.id
                 else:
                     plan.failed = True
                     self.report.failures.append(Failure(plan.source.source, "rendered no pages", "NoPagesError"))
@@ -371,6 +382,25 @@ class Ingestor:
             if plan is not None:
                 plan.uncommitted -= n
                 self._maybe_finish(plan)
+
+
+def merge_meta(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update``'s keys set over it; a ``None`` value deletes the key.
+
+    The metadata rule of :meth:`Collection.add`: stored metadata is kept, a sidecar's and the
+    ``meta`` argument's keys are merged over it, and ``None`` (JSON ``null``) removes a key.
+    """
+    out = dict(base)
+    for key, value in update.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def _is_sidecar(path: Path) -> bool:
+    return path.name.endswith(".meta.json") and path.with_name(path.name[: -len(".meta.json")]).exists()
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:

@@ -34,6 +34,12 @@ class CollectionError(RuntimeError):
     """A clear, user-facing error about a collection (missing, corrupted, incompatible)."""
 
 
+class CollectionInputError(CollectionError):
+    """A request the collection refuses, with nothing wrong with the collection itself: an empty
+    query, a malformed filter, an unknown document, an option that contradicts how the
+    collection was built... (the CLI exits with status 2 for these, 3 for other errors)."""
+
+
 @dataclass
 class Manifest:
     encoder: dict[str, Any]
@@ -87,14 +93,20 @@ class Manifest:
         os.replace(tmp, path)
 
 
+def describe_encoder(settings: dict[str, Any]) -> str:
+    """``"dse-qwen2 model '/models/x' (dim 64)"`` for encoder settings."""
+    return f"{settings.get('family')} model {settings.get('model')!r} (dim {settings.get('dim')})"
+
+
 def check_same_encoder(manifest_settings: dict[str, Any], settings: dict[str, Any]) -> None:
-    """Raise :class:`CollectionError` naming the differing settings, if any."""
+    """Raise :class:`CollectionInputError` naming the differing settings, if any."""
     diffs = [
         f"{k}: collection has {manifest_settings.get(k)!r}, encoder has {settings.get(k)!r}"
         for k in ENCODER_IDENTITY_KEYS
         if manifest_settings.get(k) != settings.get(k)
     ]
     if diffs:
-        raise CollectionError(
-            "this collection was built with a different encoder; refusing to mix vectors (" + "; ".join(diffs) + ")"
+        raise CollectionInputError(
+            f"this collection was built with a different encoder, the {describe_encoder(manifest_settings)}, "
+            f"not the {describe_encoder(settings)}: refusing to mix vectors (" + "; ".join(diffs) + ")"
         )

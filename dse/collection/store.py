@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dse.collection.filters import Condition, register_functions, where_sql
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     id INTEGER PRIMARY KEY,
@@ -84,6 +86,7 @@ class MetadataStore:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        register_functions(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -103,11 +106,13 @@ class MetadataStore:
         row = self.db.execute(f"SELECT {self._DOC_COLS} FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
         return self._doc(row) if row else None
 
-    def documents(self, status: str | None = None) -> list[DocumentRow]:
-        sql = f"SELECT {self._DOC_COLS} FROM documents"
-        rows = self.db.execute(
-            sql + (" WHERE status = ?" if status else "") + " ORDER BY id", (status,) if status else ()
-        ).fetchall()
+    def documents(self, status: str | None = None, where: Sequence[Condition] = ()) -> list[DocumentRow]:
+        """Documents (with ``status`` when given) whose metadata matches every condition, by insertion."""
+        cond, args = where_sql(where, "d.meta")
+        if status:
+            cond, args = f"d.status = ? AND {cond}", [status, *args]
+        cols = ", ".join(f"d.{c.strip()}" for c in self._DOC_COLS.split(","))
+        rows = self.db.execute(f"SELECT {cols} FROM documents d WHERE {cond} ORDER BY d.id", args).fetchall()
         return [self._doc(r) for r in rows]
 
     def doc_ids(self, keys: Iterable[int]) -> dict[int, str]:
@@ -163,6 +168,7 @@ class MetadataStore:
                 "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
                 (doc_key, page, width, height, image, title),
             )
+            assert cur.lastrowid is not None
             return int(cur.lastrowid)
 
     def stored_pages_of(self, doc_key: int) -> set[int]:
@@ -196,6 +202,11 @@ class MetadataStore:
         with self.transaction():
             self.db.execute("UPDATE documents SET meta=? WHERE id=?", (json.dumps(meta, sort_keys=True), key))
 
+    def stored_page_counts(self) -> dict[int, int]:
+        """``{documents.id: number of stored pages}`` (documents without stored pages are left out)."""
+        rows = self.db.execute("SELECT doc, COUNT(*) FROM pages WHERE status='stored' GROUP BY doc")
+        return {int(d): int(n) for d, n in rows}
+
     def stored_page_ids(self) -> set[int]:
         return {r[0] for r in self.db.execute("SELECT id FROM pages WHERE status='stored'")}
 
@@ -216,13 +227,11 @@ class MetadataStore:
                 out[r[0]] = PageRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]))
         return out
 
-    def filter_page_ids(self, where: dict[str, str]) -> list[int]:
-        """Ids of stored pages whose document metadata matches every ``key=value`` (string equality)."""
-        sql = "SELECT p.id FROM pages p JOIN documents d ON d.id = p.doc WHERE p.status='stored'"
-        args: list[Any] = []
-        for key, value in where.items():
-            sql += " AND CAST(json_extract(d.meta, ?) AS TEXT) = ?"
-            args += [f'$."{key}"', str(value)]
+    def filter_page_ids(self, where: Sequence[Condition]) -> list[int]:
+        """Ids of stored pages whose document metadata matches every condition
+        (see :mod:`dse.collection.filters`)."""
+        cond, args = where_sql(where, "d.meta")
+        sql = f"SELECT p.id FROM pages p JOIN documents d ON d.id = p.doc WHERE p.status='stored' AND {cond}"
         return [r[0] for r in self.db.execute(sql, args)]
 
     def counts(self) -> dict[str, int]:
@@ -230,6 +239,11 @@ class MetadataStore:
         incomplete = self.db.execute("SELECT COUNT(*) FROM documents WHERE status!='complete'").fetchone()[0]
         pages = self.db.execute("SELECT COUNT(*) FROM pages WHERE status='stored'").fetchone()[0]
         return {"documents": int(docs), "incomplete_documents": int(incomplete), "pages": int(pages)}
+
+    def vacuum(self) -> None:
+        """Rebuild the database file without the space of deleted rows, and truncate the WAL."""
+        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def integrity_check(self) -> str:
         return str(self.db.execute("PRAGMA quick_check").fetchone()[0])

@@ -146,7 +146,7 @@ def load_page_images(hits: list[Hit]) -> tuple[list[Hit], list[Image.Image]]:
 
 
 def answer_question(
-    collection: Collection, question: str, *, generator: Generator, k: int = 3, where: dict | None = None
+    collection: Collection, question: str, *, generator: Generator, k: int = 3, where: Any = None
 ) -> Answer:
     """Answer ``question`` from the top-``k`` pages of ``collection`` (see the module doc).
 

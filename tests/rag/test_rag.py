@@ -327,7 +327,7 @@ def test_cli_ask_json_and_text(collection: Collection, generator_dir: Path, caps
     [
         (["-k", "0"], 2, "-k must be an integer of at least 1"),
         (["--where", "kind=nothing"], 1, "no page matches the filter"),
-        (["--where", "novalue"], 2, "--where expects key=value"),
+        (["--where", "novalue"], 2, "--where: malformed filter 'novalue'"),
         (["--max-new-tokens", "0"], 2, "--max-new-tokens"),
     ],
 )

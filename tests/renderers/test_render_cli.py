@@ -151,3 +151,27 @@ def test_web_tiles_from_the_cli(tmp_path, capsys):
         assert r["settings"]["mode"] == "tiles"
         with Image.open(out / r["image"]) as im:
             assert im.size == (980, 980) and color_close(mean_color(im, (10, 10, 970, 970)), col, 2)
+
+
+def test_skipped_files_are_counted_and_listed_with_v(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    make_pdf(src / "a.pdf", n_pages=1)
+    (src / "notes.txt").write_text("not a supported type")
+    (src / "data.csv").write_text("a,b\n")
+    (src / ".hidden.txt").write_text("ignored silently")
+    assert main(["render", str(src), "--out", str(tmp_path / "o1"), "--dpi", "30"]) == 0
+    out, err = capsys.readouterr()
+    assert "rendered 1 pages from 1 documents; 0 failures; 2 skipped: unsupported type" in out
+    assert "notes.txt" not in err
+    assert main(["render", str(src), "--out", str(tmp_path / "o2"), "--dpi", "30", "-v"]) == 0
+    err = capsys.readouterr().err
+    listed = [line for line in err.splitlines() if line.startswith("skipped (unsupported type):")]
+    assert [Path(line.split(": ", 1)[1]).name for line in listed] == ["data.csv", "notes.txt"]
+    # a directory with nothing to render is a usage error that says why
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "x.txt").write_text("x")
+    assert main(["render", str(only), "--out", str(tmp_path / "o3")]) == 2
+    err = capsys.readouterr().err
+    assert "no sources matched" in err and "1 file skipped: unsupported type" in err

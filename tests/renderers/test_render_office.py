@@ -113,23 +113,122 @@ def test_broken_office_files_fail_before_conversion(tmp_path):
     shutil.copy(doc.path, tmp_path / "word_named.pptx")
     _rewrite_zip(deck.path, tmp_path / "no_types.pptx", {"[Content_Types].xml": None})
     (tmp_path / "legacy.ppt").write_bytes(b"%PDF-1.4 not an OLE2 file")
+    with zipfile.ZipFile(tmp_path / "book.odt", "w") as zf:  # an EPUB named .odt
+        zf.writestr("mimetype", "application/epub+zip")
+        zf.writestr("META-INF/container.xml", "<container/>")
     pdf = make_pdf(tmp_path / "after.pdf", n_pages=1)
     expected = {
         "truncated.pptx": ("CorruptDocumentError", "broken .pptx file: not a valid ZIP archive"),
         "text.pptx": ("FormatMismatchError", "not a PowerPoint (.pptx) file (looks like plain text)"),
         "empty.docx": ("EmptyFileError", "empty file"),
-        "word_named.pptx": ("FormatMismatchError", "not a PowerPoint presentation (looks like a Word document)"),
         "no_types.pptx": ("CorruptDocumentError", "missing [Content_Types].xml"),
         "legacy.ppt": ("FormatMismatchError", "not a PowerPoint (.ppt) file (looks like a PDF document)"),
+        "book.odt": ("FormatMismatchError", "not an OpenDocument text (mimetype is 'application/epub+zip')"),
+        # LibreOffice picks its importer by content: a Word document named .pptx is converted
+        # (here it reaches the converter, which is missing)
+        "word_named.pptx": ("BackendUnavailableError", "LibreOffice executable not found"),
     }
     inputs = [tmp_path / n for n in expected] + [pdf.path]
-    # An unusable soffice proves none of these reached LibreOffice.
+    # An unusable soffice proves none but the last of these reached LibreOffice.
     recs = list(render(inputs, RenderSettings(soffice="/nonexistent/soffice", dpi=30)))
     by = {Path(r.source).name: r for r in recs}
     for name, (error_type, text) in expected.items():
         assert isinstance(by[name], RenderFailure) and by[name].error_type == error_type, by[name]
         assert text in by[name].reason, by[name].reason
     assert isinstance(by["after.pdf"], PageRecord)
+
+
+# ------------------------------------------------------------ templates, mislabelled office files
+
+#: Where Debian's LibreOffice packages (libreoffice-common) install their templates.
+TEMPLATE_DIRS = (Path("/usr/lib/libreoffice/share/template"), Path("/usr/share/libreoffice/share/template"))
+
+
+def _small_template(ext: str) -> Path | None:
+    """The smallest template with ``ext``, preferring real documents to the style-only ones (blank pages)."""
+    found = sorted(
+        (p for d in TEMPLATE_DIRS if d.is_dir() for p in d.rglob(f"*{ext}")),
+        key=lambda p: ("styles" in p.parts, p.stat().st_size, p),
+    )
+    return found[0] if found else None
+
+
+#: template extension -> the document extension a user might save it under
+TEMPLATE_AS = {".otp": ".odp", ".ott": ".odt", ".ots": ".ods"}
+
+
+@pytest.fixture(scope="module")
+def office_variants(tmp_path_factory):
+    """Real LibreOffice templates copied under their own extension and the document one, plus
+    office files of one kind named as another (all of which LibreOffice converts)."""
+    root = tmp_path_factory.mktemp("variants")
+    files: dict[str, Path] = {}
+    for ext, as_ext in TEMPLATE_AS.items():
+        tpl = _small_template(ext)
+        if tpl is None:
+            continue
+        for name in (f"template{ext}", f"template_{ext[1:]}{as_ext}"):
+            files[name] = Path(shutil.copy(tpl, root / name))
+    if not files:
+        pytest.skip("no LibreOffice templates installed (Debian package libreoffice-common)")
+    doc = make_docx(root / "src.docx")
+    deck = make_pptx(root / "src.pptx", n_slides=2)
+    files["docx_named.doc"] = Path(shutil.copy(doc.path, root / "docx_named.doc"))
+    files["word_named.pptx"] = Path(shutil.copy(doc.path, root / "word_named.pptx"))
+    files["pptx_named.ppt"] = Path(shutil.copy(deck.path, root / "pptx_named.ppt"))
+    (root / "export.xls").write_text("<html><body><table><tr><td>region</td><td>42</td></tr></table></body></html>")
+    files["export.xls"] = root / "export.xls"
+    if "template.otp" in files:
+        _rewrite_zip(files["template.otp"], root / "no_mimetype.odp", {"mimetype": None})
+        files["no_mimetype.odp"] = root / "no_mimetype.odp"
+    return files
+
+
+def test_templates_and_mislabelled_office_files_pass_the_checks(office_variants):
+    from renderers.detect import KIND_BY_EXT, check_content
+    from renderers.office import slide_titles
+
+    for ext in TEMPLATE_AS:
+        assert KIND_BY_EXT[ext] == "office"
+    for name, path in office_variants.items():
+        if name.startswith("template"):
+            with zipfile.ZipFile(path) as zf:  # a real template: the mimetype that used to be refused
+                assert zf.read("mimetype").decode().startswith("application/vnd.oasis.opendocument.")
+                assert zf.read("mimetype").decode().endswith("-template")
+        assert check_content(path, "office") == ("html" if name == "export.xls" else "zip"), name
+    for name in ("template.otp", "template_otp.odp", "no_mimetype.odp"):
+        if name in office_variants:  # read as a presentation, whatever the extension says
+            titles = slide_titles(office_variants[name])
+            assert isinstance(titles, list) and titles, name
+    assert slide_titles(office_variants["pptx_named.ppt"]) == ["Slide 1 results overview", "Slide 2 results overview"]
+    assert slide_titles(office_variants["word_named.pptx"]) is None
+
+
+@needs_soffice
+def test_templates_and_mislabelled_office_files_render(office_variants):
+    """Everything LibreOffice converts is rendered: a template gives the same pages under either
+    extension. Spreadsheets need LibreOffice Calc; without it the failure says so (and comes from
+    the conversion, not from a check of ours)."""
+    recs = list(render(list(office_variants.values()), RenderSettings(dpi=30, office_workers=2)))
+    by: dict[str, list] = {}
+    for rec in recs:
+        by.setdefault(Path(rec.source).name, []).append(rec)
+    assert set(by) == set(office_variants)
+    for name, got in by.items():
+        failures = [r for r in got if isinstance(r, RenderFailure)]
+        if failures and name.endswith((".ots", ".ods")):
+            assert failures[0].error_type == "ConversionError", failures[0]
+            assert "Calc" in failures[0].reason, failures[0].reason
+            continue
+        assert not failures, (name, failures)
+        for rec in got:
+            assert rec.settings["kind"] == "office" and rec.settings["converter"] == "libreoffice"
+            if not name.endswith((".ots", ".ods")):  # the spreadsheet templates are style sheets
+                assert fraction_near(rec.image, (0, 0, *rec.size), (255, 255, 255), 3) < 1.0, name  # not blank
+    for ext, as_ext in TEMPLATE_AS.items():
+        own, other = by.get(f"template{ext}"), by.get(f"template_{ext[1:]}{as_ext}")
+        if own and isinstance(own[0], PageRecord):
+            assert [r.page for r in own] == [r.page for r in other] and [r.size for r in own] == [r.size for r in other]
 
 
 def test_missing_libreoffice_is_a_clear_failure(tmp_path):

@@ -167,3 +167,16 @@ def test_special_files_are_rejected_without_blocking(tmp_path):
     recs = list(render([tmp_path / "pipe", tmp_path / "pipe.pdf"]))
     assert [r.error_type for r in recs] == ["UnsupportedFormatError", "UnsupportedFormatError"]
     assert all("not a regular file" in r.reason for r in recs)
+
+
+def test_directory_walks_report_skipped_unsupported_files(tree):
+    """Unsupported files met in a directory are reported to the caller (hidden ones are not);
+    a file given explicitly is a source whatever its type (rendering reports it)."""
+    skipped: list[Path] = []
+    found = list(iter_sources([tree], skipped=skipped))
+    assert len(found) == 5
+    assert [p.relative_to(tree).as_posix() for p in skipped] == ["notes.txt"]
+    skipped.clear()
+    explicit = list(iter_sources([tree / "notes.txt"], skipped=skipped))
+    assert len(explicit) == 1 and skipped == []
+    assert list(iter_sources([tree])) == found  # the argument is optional
