@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(poppler-utils chromium libreoffice-impress libreoffice-writer tesseract-ocr
+APT_PACKAGES=(poppler-utils chromium libreoffice-impress libreoffice-writer libreoffice-calc tesseract-ocr
               fonts-dejavu-core fonts-liberation)
 UV_VERSION=0.13.9
 
