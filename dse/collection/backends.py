@@ -152,11 +152,11 @@ def load_qdrant_index(col: Collection) -> QdrantIndex:
 
 
 def attach(col: Collection, index: QdrantIndex) -> None:
-    """Let ``index`` fill each point's payload from the collection's SQLite rows."""
-    store = col.store
+    """Let ``index`` fill each point's payload from the collection's SQLite rows (read at call time:
+    a collection being created opens its store after its index)."""
 
     def payloads(ids: list[int]) -> dict[int, dict[str, Any]]:
-        rows = store.pages(ids)
+        rows = col.store.pages(ids)
         return {
             pid: {"doc_id": r.doc_id, "source": r.source, "page": r.page, "title": r.title, **meta_payload(r.meta)}
             for pid, r in rows.items()
