@@ -20,8 +20,9 @@ import lazy_loader as _lazy
 
 from indexes.errors import VectorIndexError as _VectorIndexError
 
+# lazy (names listed in __init__.pyi): ``import indexes.storage`` must not import torch or FAISS
+__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)
+
 #: Alias: the base class of every index error.
 IndexError_ = _VectorIndexError
-
-__getattr__, __dir__, __all__ = _lazy.attach_stub(__name__, __file__)
 __all__ += ["IndexError_"]

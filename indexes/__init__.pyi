@@ -19,6 +19,9 @@ from .maxsim import (
 from .multi import (
     MultiVectorIndex as MultiVectorIndex,
 )
+from .protocol import (
+    VectorIndex as VectorIndex,
+)
 from .single import (
     INDEX_TYPES as INDEX_TYPES,
 )
@@ -26,4 +29,5 @@ from .single import (
     SingleVectorIndex as SingleVectorIndex,
 )
 
+#: Alias: the base class of every index error.
 IndexError_ = VectorIndexError

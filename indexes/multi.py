@@ -324,7 +324,7 @@ class MultiVectorIndex:
                 raise UnknownIdError(f"id {id} is not in the index")
             return self._gather(np.array([row], np.int64))[0]
 
-    def search(self, queries: Sequence[Any], k: int, *, allowed_ids: Any = None) -> Hits:
+    def search(self, queries: Sequence[Any] | np.ndarray, k: int, *, allowed_ids: Any = None) -> Hits:
         """Exact MaxSim top-``k`` pages for each query.
 
         ``queries``: a sequence of ``(n_i, dim)`` float arrays/tensors (or a 3-D array).

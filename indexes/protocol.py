@@ -64,6 +64,8 @@ class VectorIndex(Protocol):
         ...
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], *, device: str = "auto", **options: Any) -> VectorIndex:
-        """Open an index saved by :meth:`save` (raises :class:`~indexes.IndexFormatError` when unusable)."""
+    def load(cls, directory: str | os.PathLike[str], *, device: str = "auto") -> VectorIndex:
+        """Open an index saved by :meth:`save` (raises :class:`~indexes.IndexFormatError` when unusable).
+
+        Implementations may take more keyword options, with defaults."""
         ...

@@ -297,11 +297,13 @@ class SegmentTable:
                 next_segment += 1
             if seg.name is not None and rebind and self.directory is not None:
                 for part in seg.arrays:  # a saved segment moves to a new directory: copy its files
-                    copy_file(self.directory / segment_file(name, part), directory / segment_file(name, part))
+                    copy_file(
+                        self.directory / segment_file(name, part), directory / segment_file(name, part), sync_dir=False
+                    )
                 written.append(i)
             elif seg.name is None or rebind:
                 for part, arr in seg.arrays.items():
-                    write_array(directory / segment_file(name, part), np.asarray(arr))
+                    write_array(directory / segment_file(name, part), np.asarray(arr), sync_dir=False)
                 written.append(i)
             names.append(name)
         tomb: str | None = None
@@ -309,7 +311,7 @@ class SegmentTable:
             tomb = self.tombstone_file if (self.tombstone_file and not self._tomb_dirty and not rebind) else None
             if tomb is None:
                 tomb = f"tombstones-{generation:06d}.npy"
-                write_array(directory / tomb, self.dead_rows)
+                write_array(directory / tomb, self.dead_rows, sync_dir=False)
         extra_entries: dict[str, Any] = {}
         extra_files: list[str] = []
         if extra is not None:

@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from indexes.devices import resolve_faiss_device
 from indexes.errors import IndexFormatError, IndexInputError, UnknownIdError
 from indexes.segments import SegmentTable, as_id_array, to_float_array
-from indexes.storage import fsync_dir, load_array, read_manifest, segment_file
+from indexes.storage import atomic_path, load_array, read_manifest, segment_file
 from indexes.topk import RunningTopK
 
 logger = logging.getLogger(__name__)
@@ -283,12 +283,8 @@ class SingleVectorIndex:
         stale = cache is None or rebind or rows - cache["rows"] >= max(1, CACHE_REFRESH_FRACTION * cache["rows"])
         if stale:
             name = f"faiss-{generation:06d}.index"
-            tmp = directory / (name + ".tmp")
-            faiss.write_index(self._faiss, str(tmp))
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, directory / name)
-            fsync_dir(directory)
+            with atomic_path(directory / name) as tmp:
+                faiss.write_index(self._faiss, str(tmp))
             cache = {"file": name, "rows": int(self._faiss.ntotal)}
             self._cache = cache
         assert cache is not None

@@ -1,20 +1,26 @@
-"""Crash-safe files of an index directory: ``.npy`` arrays and the JSON manifest.
+"""Crash-safe files: the one atomic-write helper (:func:`atomic_path`), and the files of an index
+directory (``.npy`` arrays and the JSON manifest).
 
-Nothing is pickled. Every file is written to ``<name>.tmp``, flushed, fsynced and then
-renamed into place (``os.replace``), and the directory is fsynced, so a file with its final
-name is always complete. The manifest ``index.json`` is the single commit point: files it
-does not name are ignored on load (orphans of an interrupted save) and deleted by the next
-save.
+:func:`atomic_path` is how every file of the project is written in place (index files here,
+collection manifests and page images, evaluation runs, training checkpoints...): the content
+goes to ``<name>.tmp``, is flushed and fsynced, then renamed into place (``os.replace``) and
+the directory is fsynced, so a file with its final name is always complete.
+
+Nothing is pickled. The manifest ``index.json`` is the single commit point of an index:
+files it does not name are ignored on load (orphans of an interrupted save) and deleted by
+the next save.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,36 +52,93 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through ``path.tmp`` + fsync + ``os.replace``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
-def copy_file(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` through ``dst.tmp`` + fsync + ``os.replace``."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, dst)
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
-def write_array(path: Path, array: np.ndarray) -> None:
-    """Save ``array`` as ``.npy`` (no pickle) atomically; returns once it is on disk."""
+_unique = itertools.count()
+
+
+@contextlib.contextmanager
+def atomic_path(
+    path: str | os.PathLike[str], *, unique: bool = False, sync_dir: bool = True, fsync: bool = True
+) -> Iterator[Path]:
+    """Write ``path`` atomically: yields a temporary path next to it to write to (a file, or a
+    directory the caller creates). On a normal exit the temporary file (or every file of the
+    temporary directory) is fsynced, renamed onto ``path`` with ``os.replace`` and the parent
+    directory is fsynced: readers see the old content or the new one, never a part of it, and the
+    new content survives a power loss once this returns. On an exception the temporary path is
+    deleted and ``path`` is left as it was. ``sync_dir=False`` skips the parent directory's fsync,
+    for a caller that writes several files and fsyncs the directory once (:func:`fsync_dir`);
+    ``fsync=False`` skips every fsync (still atomic for readers, not durable across a power loss;
+    about 25 ms less per file on a virtual disk), for bulk files that are cheap to redo.
+
+    The temporary name is ``<name>.tmp`` (a leftover of an interrupted write is replaced), or
+    ``<name>.<pid>-<n>.tmp`` with ``unique`` (several processes may write the same file, e.g. a
+    shared cache). A directory replaces an existing directory ``path`` by deleting it first (the
+    one step that is not atomic).
+
+    >>> with atomic_path(Path("out.json")) as tmp:          # doctest: +SKIP
+    ...     tmp.write_text(json.dumps(doc))
+    """
+    path = Path(path)
+    suffix = f".{os.getpid()}-{next(_unique)}.tmp" if unique else ".tmp"
+    tmp = path.with_name(path.name + suffix)
+    _remove(tmp)
+    try:
+        yield tmp
+        if tmp.is_dir():
+            if fsync:
+                for root, _dirs, files in os.walk(tmp):
+                    for name in files:
+                        _fsync_file(Path(root) / name)
+                    fsync_dir(Path(root))
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+        elif fsync:
+            _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    if fsync and sync_dir:
+        fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, unique: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically and durably (:func:`atomic_path`)."""
+    with atomic_path(path, unique=unique) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically and durably (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+
+
+def copy_file(src: Path, dst: Path, *, sync_dir: bool = True) -> None:
+    """Copy ``src`` to ``dst`` atomically and durably (:func:`atomic_path`)."""
+    with atomic_path(dst, sync_dir=sync_dir) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def write_array(path: Path, array: np.ndarray, *, sync_dir: bool = True) -> None:
+    """Save ``array`` as ``.npy`` (no pickle) atomically (:func:`atomic_path`); returns once it is on disk."""
     array = np.ascontiguousarray(array)
     if array.dtype.hasobject:
         raise TypeError("object arrays cannot be stored (no pickle)")
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path, sync_dir=sync_dir) as tmp, open(tmp, "wb") as fh:
         np.lib.format.write_array(fh, array, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def load_array(
@@ -109,9 +172,7 @@ def load_array(
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     """Atomically replace ``directory/index.json`` (tmp + fsync + rename + directory fsync)."""
-    data = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
-    atomic_write_bytes(directory / MANIFEST_NAME, data)
-    fsync_dir(directory)
+    atomic_write_text(directory / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def read_manifest(directory: Path, *, kind: str) -> dict[str, Any]:

@@ -52,6 +52,9 @@ from .errors import (
 from .errors import (
     WebError as WebError,
 )
+from .errors import (
+    WebExtraMissingError as WebExtraMissingError,
+)
 from .images import (
     load_image as load_image,
 )

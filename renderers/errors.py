@@ -85,3 +85,17 @@ class DownloadBlockedError(WebError):
 
 class BackendUnavailableError(RenderError):
     """A required external tool (Chromium, LibreOffice, poppler) is missing or failed to start."""
+
+
+#: The one line shown when Playwright is missing (the same text as ``dse.extras.install_hint("web")``).
+WEB_EXTRA_HINT = "the 'web' extra is not installed: pip install 'dse[web]'"
+
+
+class WebExtraMissingError(BackendUnavailableError, ImportError):
+    """Playwright (the ``web`` extra) is not installed; web sources fail with :data:`WEB_EXTRA_HINT`.
+
+    Also an :class:`ImportError`, like every missing optional dependency of the package."""
+
+    def __init__(self, message: str = WEB_EXTRA_HINT) -> None:
+        super().__init__(message)
+        self.name = "playwright"

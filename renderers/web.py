@@ -16,6 +16,10 @@ Loading: wait for DOMContentLoaded up to ``web_timeout`` (else the source fails
 with "timed out"), then for ``load`` within what is left of it (if it does not come,
 whatever is there is captured), then best-effort network idle for ``web_idle_timeout``.
 
+Playwright is the ``web`` extra: without it every web source fails with
+:class:`~renderers.errors.WebExtraMissingError` (one line: what to install), checked before a
+loop or a browser is started.
+
 Safety: downloads are refused (a URL that answers with a download fails); every
 ``file://`` request is intercepted: a remote page may load none, a local HTML
 file only files inside its own directory (after resolving symlinks).
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import io
 import logging
 import math
@@ -50,6 +55,7 @@ from renderers.errors import (
     RenderError,
     RenderTimeoutError,
     WebError,
+    WebExtraMissingError,
 )
 from renderers.records import PageRecord
 from renderers.settings import RenderSettings, fit_to_budget, select_pages
@@ -86,6 +92,16 @@ _NET_ERRORS: dict[str, tuple[type[WebError], str]] = {
     "ERR_TOO_MANY_REDIRECTS": (NetworkError, "too many redirects"),
     "ERR_INVALID_URL": (NetworkError, "invalid URL {url!r}"),
 }
+
+
+def require_playwright() -> None:
+    """Raise :class:`WebExtraMissingError` unless Playwright can be imported (found, not imported)."""
+    try:
+        found = importlib.util.find_spec("playwright") is not None
+    except (ImportError, ValueError):  # a broken or half-removed install
+        found = False
+    if not found:
+        raise WebExtraMissingError()
 
 
 def find_chromium(explicit: str | None = None) -> str:
@@ -195,7 +211,10 @@ class WebRenderer:
             return self._loop
 
     def submit(self, source: Any, *, on_done: Callable[[], None] | None = None) -> Future[list[PageRecord]]:
-        """Start rendering ``source`` (a web :class:`~renderers.sources.Source`)."""
+        """Start rendering ``source`` (a web :class:`~renderers.sources.Source`).
+
+        Raises :class:`WebExtraMissingError` when Playwright is not installed."""
+        require_playwright()
         loop = self._ensure_loop()
         fut = asyncio.run_coroutine_threadsafe(self._render(source), loop)
         if on_done is not None:
@@ -236,8 +255,11 @@ class WebRenderer:
                 return self._browser
             self._idle_tabs.clear()  # tabs of a dead browser are unusable
             exe = find_chromium(self.settings.chromium)
-            from playwright.async_api import Error as PlaywrightError
-            from playwright.async_api import async_playwright
+            try:
+                from playwright.async_api import Error as PlaywrightError
+                from playwright.async_api import async_playwright
+            except ImportError:  # found by require_playwright but not importable
+                raise WebExtraMissingError() from None
 
             if self._pw is None:
                 self._pw = await async_playwright().start()

@@ -15,6 +15,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from dse.extras import MissingExtraError
+
 #: Sub-command modules, in the order ``dse --help`` lists them (``documents`` is ``dse list``).
 SUBCOMMANDS: tuple[str, ...] = (
     "render",
@@ -138,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"dse {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except MissingExtraError as exc:  # an optional extra the command needs: one line, what to install
+        from dse.cli.common import fail
+
+        return fail(args.command, str(exc))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -32,11 +32,10 @@ from dse.cli.common import (
     show_progress,
     unit_float,
 )
+from dse.eval.pipeline import BENCHMARKS, BM25_OCR, EvalSettings, default_out_dir, format_metrics_table
+from dse.extras import MissingExtraError, require
 
 log = logging.getLogger(__name__)
-
-BM25_OCR = "bm25-ocr"
-BENCHMARKS = ("vidore-v1", "vidore-v2")
 
 
 def _k_list(text: str) -> tuple[int, ...]:
@@ -234,50 +233,6 @@ def _render_settings(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from None
 
 
-def _model_label(model: str, args: argparse.Namespace) -> str:
-    name = Path(model.rstrip("/")).name or model
-    parts = [name]
-    if args.adapter:
-        parts.append("+" + Path(args.adapter.rstrip("/")).name)
-    if args.dim:
-        parts.append(f"-dim{args.dim}")
-    if args.hybrid:
-        parts.append(f"+{args.hybrid}-{args.fusion}")
-    return "".join(parts)
-
-
-def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in text).strip("._") or "dataset"
-
-
-def format_metrics_table(rows: list[tuple[str, dict[str, float]]], names: list[str], *, first: str = "run") -> str:
-    """A markdown table: one row per (name, metrics), one column per metric key."""
-    from dse.eval.metrics import label
-
-    header = [first] + [label(n) for n in names]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, metrics in rows:
-        cells = [f"{metrics[n]:.4f}" if n in metrics else "" for n in names]
-        lines.append("| " + " | ".join([name] + cells) + " |")
-    return "\n".join(lines)
-
-
-def _published_for(model: str, benchmark: str) -> float | None:
-    """The published average nDCG@5 (0..1) of ``model`` on ``benchmark`` when known."""
-    try:
-        from dse.eval.hub import PUBLISHED
-    except ImportError:
-        return None
-    entry = PUBLISHED.get(model)
-    if entry is None:  # a local snapshot named like the hub repo
-        base = Path(model.rstrip("/")).name
-        entry = next((v for k, v in PUBLISHED.items() if k.split("/")[-1] == base), None)
-    if not entry or entry.get(benchmark) is None:
-        return None
-    value = float(entry[benchmark])
-    return value / 100.0 if value > 1.0 else value
-
-
 def _collection_options(args: argparse.Namespace) -> dict[str, Any] | None:
     """``Collection.create`` settings of the corpus collection (``None``: the local default)."""
     from dse.cli.qdrant_options import check_qdrant_url, qdrant_api_key, qdrant_params, qdrant_url
@@ -297,148 +252,26 @@ def _collection_options(args: argparse.Namespace) -> dict[str, Any] | None:
     return options
 
 
-class _Evaluator:
-    """Runs the model / baseline / hybrid on one dataset and writes the outputs."""
-
-    def __init__(self, args: argparse.Namespace, encoder: Any, model: str, cache_dir: Path | None) -> None:
-        self.args = args
-        self.encoder = encoder
-        self.model = model
-        self.cache_dir = cache_dir
-        self.settings = _render_settings(args)
-
-    def _bm25(self, dataset: Any) -> dict[str, dict[str, float]]:
-        from dse.eval.bm25_ocr import bm25_ocr_run
-
-        return bm25_ocr_run(
-            dataset,
-            k=self.args.depth,
-            cache_dir=(self.cache_dir / "ocr") if self.cache_dir else None,
-            lang=self.args.ocr_lang,
-            progress=show_progress(self.args),
-            render_settings=self.settings,
-        )
-
-    def run(self, dataset: Any, out_dir: Path) -> tuple[list[tuple[str, dict[str, float]]], dict[str, Any], int]:
-        """Evaluate; returns (table rows, main metrics doc, number of failures)."""
-        from dse.eval.runner import evaluate, score_run
-
-        args = self.args
-        ks = args.k
-        rows: list[tuple[str, dict[str, float]]] = []
-        failures: list[Any] = []
-        components: dict[str, Any] = {}
-        if self.encoder is None:  # bm25-ocr
-            main = score_run(self._bm25(dataset), dataset, ks)
-            label = BM25_OCR
-        else:
-            main = evaluate(
-                self.encoder,
-                dataset,
-                k_values=ks,
-                cache_dir=self.cache_dir,
-                batch_size=args.batch_size,
-                depth=args.depth,
-                render_settings=self.settings,
-                progress=show_progress(args),
-                collection_options=_collection_options(args),
-            )
-            failures += main.failures
-            label = _model_label(self.model, argparse.Namespace(**{**vars(args), "hybrid": None}))
-            if args.hybrid:
-                from dse.eval.fusion import fuse_runs
-
-                bm25 = score_run(self._bm25(dataset), dataset, ks)
-                components = {"model": main, BM25_OCR: bm25}
-                fused = fuse_runs(
-                    [main.run, bm25.run],
-                    method=args.fusion,
-                    rrf_k=args.rrf_k,
-                    weight=args.fusion_weight,
-                    depth=args.depth,
-                )
-                hybrid = score_run(fused, dataset, ks)
-                hybrid.failures = main.failures
-                rows += [(label, main.metrics), (BM25_OCR, bm25.metrics)]
-                main, label = hybrid, _model_label(self.model, args)
-        rows.append((label, main.metrics))
-        info = {
-            "dataset": dataset.name,
-            "dataset_dir": str(dataset.root),
-            "split": args.split,
-            "model": self.model,
-            "label": label,
-            "k_values": list(ks),
-            "depth": args.depth,
-            "settings": main.settings,
-            "encoded_pages": main.encoded_pages,
-            "failures": [f.__dict__ for f in failures],
-        }
-        if args.hybrid:
-            info["fusion"] = {
-                "method": args.fusion,
-                "weight": args.fusion_weight,
-                "rrf_k": args.rrf_k,
-                "components": ["model", BM25_OCR],
-            }
-        for name, res in components.items():
-            self._write(
-                out_dir / name,
-                res,
-                dataset,
-                {**info, "label": name if name != "model" else rows[0][0], "settings": res.settings},
-            )
-        doc = self._write(out_dir, main, dataset, info)
-        for f in failures:
-            print(f"FAILED {f.id} ({f.source}): {f.error_type}: {f.reason}", file=sys.stderr)
-        return rows, doc, len(failures)
-
-    def _write(self, out_dir: Path, result: Any, dataset: Any, info: dict[str, Any]) -> dict[str, Any]:
-        from dse.eval.metrics import metric_names
-        from dse.eval.runs import METRICS_FILE, RUN_FILE, read_metrics, write_metrics, write_run
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        run_path = write_run(result.run, out_dir / RUN_FILE, tag=info.get("label", "dse"))
-        mpath = write_metrics(
-            out_dir / METRICS_FILE,
-            metrics=result.metrics,
-            per_query=result.per_query,
-            qrels=dataset.qrels,
-            run_file=run_path,
-            **info,
-        )
-        names = metric_names(self.args.k)
-        (out_dir / "metrics.md").write_text(
-            format_metrics_table([(info.get("label", "run"), result.metrics)], names) + "\n", encoding="utf-8"
-        )
-        return read_metrics(mpath)
-
-
-def _load_dataset(args: argparse.Namespace, name: str | None, data_dir: str | None, hub_cache: Path) -> Any:
-    from dse.eval.data import load_local_dataset
-
-    if name is None:
-        return load_local_dataset(data_dir, args.split)  # type: ignore[arg-type]
-    from dse.eval.hub import load_hub_dataset
-
-    return load_hub_dataset(
-        name,
-        data_dir=data_dir,
+def _eval_settings(args: argparse.Namespace, collection_options: dict[str, Any] | None = None) -> EvalSettings:
+    return EvalSettings(
+        k_values=args.k,
+        depth=args.depth,
+        batch_size=args.batch_size,
         split=args.split,
-        cache_dir=hub_cache,
-        language=args.language,
+        hybrid=args.hybrid,
+        fusion=args.fusion,
+        fusion_weight=args.fusion_weight,
+        rrf_k=args.rrf_k,
+        ocr_lang=args.ocr_lang,
+        render_settings=_render_settings(args),
         progress=show_progress(args),
+        collection_options=collection_options,
     )
 
 
-def _task_data_dir(root: str | None, task: str) -> str | None:
-    """The local copy of a benchmark task under ``root``: ``root/<repo name>`` or ``root/<org>/<repo name>``."""
-    if root is None:
-        return None
-    for candidate in (Path(root) / task.split("/")[-1], Path(root) / task):
-        if candidate.exists():
-            return str(candidate)
-    return str(Path(root) / task.split("/")[-1])
+def _print_failures(failures: list[Any]) -> None:
+    for f in failures:
+        print(f"FAILED {f.id} ({f.source}): {f.error_type}: {f.reason}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- commands
@@ -446,6 +279,7 @@ def _task_data_dir(root: str | None, task: str) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from dse.eval.data import DatasetFormatError
+    from dse.eval.pipeline import Evaluator, fatal_errors, load_dataset
     from dse.eval.runner import default_cache_dir
 
     if args.benchmark is None and args.dataset is None and args.data_dir is None:
@@ -468,7 +302,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--language applies to hub datasets (--dataset / --benchmark)")
     if args.data_dir is not None and not Path(args.data_dir).exists():
         raise UsageError(f"--data-dir {args.data_dir} does not exist")
-    _collection_options(args)  # a bad Qdrant setting is a usage error before any model loads
+    collection_options = _collection_options(args)  # a bad Qdrant setting: a usage error before any model
+    require("eval")
+    settings = _eval_settings(args, collection_options)
     cache_dir = (
         None if args.no_cache else (Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir())
     )
@@ -478,7 +314,14 @@ def run(args: argparse.Namespace) -> int:
         dataset = None
         if args.benchmark is None:  # check the data before loading a model
             try:
-                dataset = _load_dataset(args, args.dataset, args.data_dir, hub_cache)
+                dataset = load_dataset(
+                    args.dataset,
+                    args.data_dir,
+                    split=args.split,
+                    cache_dir=hub_cache,
+                    language=args.language,
+                    progress=settings.progress,
+                )
             except DatasetFormatError as exc:
                 return fail("eval", str(exc), EXIT_USAGE)
             except _hub_errors() as exc:  # hub unreachable, unknown or gated repo
@@ -499,50 +342,30 @@ def run(args: argparse.Namespace) -> int:
                 return fail("eval", str(exc))
         else:
             encoder = None
-        evaluator = _Evaluator(args, encoder, model, cache_dir)
+        evaluator = Evaluator(encoder, model, settings, cache_dir=cache_dir, adapter=args.adapter, dim=args.dim)
         if dataset is None:
-            return _run_benchmark(args, evaluator, model, hub_cache)
-        out_dir = (
-            Path(args.out)
-            if args.out
-            else Path("dse-eval") / _safe_name(dataset.name) / _safe_name(_model_label(model, args))
-        )
+            return _run_benchmark(args, evaluator, hub_cache)
+        out_dir = Path(args.out) if args.out else default_out_dir(dataset.name, evaluator.label)
         if out_dir.exists() and not out_dir.is_dir():
             raise UsageError(f"--out {out_dir} exists and is not a directory")
         try:
-            rows, doc, n_failed = evaluator.run(dataset, out_dir)
-        except _start_errors() as exc:
+            done = evaluator.run(dataset, out_dir)
+        except fatal_errors() as exc:
             return fail("eval", str(exc))
         except DatasetFormatError as exc:
             return fail("eval", str(exc), EXIT_USAGE)
-        _print_result(args, rows, doc, dataset, out_dir)
-        return EXIT_PARTIAL if n_failed else EXIT_OK
+        _print_failures(done.failures)
+        _print_result(args, done.rows, done.doc, dataset, out_dir)
+        return EXIT_PARTIAL if done.failures else EXIT_OK
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
-    try:
-        from dse.eval.hub import HubDatasetError
-    except ImportError:  # pragma: no cover
-        return ()
+    from dse.eval.hub import HubDatasetError
+
     return (HubDatasetError,)
-
-
-def _start_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean the job cannot run (exit 3): unusable model/collection, tesseract missing."""
-    from dse.collection import CollectionError
-    from dse.encoders import EncoderError
-
-    errors: list[type[BaseException]] = [CollectionError, EncoderError]
-    try:
-        from dse.eval.ocr import OcrUnavailable
-
-        errors.append(OcrUnavailable)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
 
 
 def _print_result(
@@ -560,58 +383,34 @@ def _print_result(
     print(f"run: {out_dir / 'run.trec'}  metrics: {out_dir / 'metrics.json'}")
 
 
-def _run_benchmark(args: argparse.Namespace, evaluator: _Evaluator, model: str, hub_cache: Path) -> int:
-    from dse.eval.metrics import metric_names
+def _run_benchmark(args: argparse.Namespace, evaluator: Any, hub_cache: Path) -> int:
+    from dse.eval.pipeline import fatal_errors, run_benchmark
 
     try:
-        from dse.eval import hub
-    except ImportError as exc:  # pragma: no cover - hub support ships with the package
-        return fail("eval", f"benchmark support is unavailable: {exc}")
-    tasks: tuple[str, ...] = hub.VIDORE_V1 if args.benchmark == "vidore-v1" else hub.VIDORE_V2
-    label = _model_label(model, args)
-    out_root = Path(args.out) if args.out else Path("dse-eval") / args.benchmark / _safe_name(label)
-    rows: list[tuple[str, dict[str, float]]] = []
-    summary: dict[str, Any] = {"benchmark": args.benchmark, "model": model, "label": label, "tasks": {}}
-    failed_tasks = 0
-    partial = False
-    for task in tasks:
-        try:
-            dataset = _load_dataset(args, task, _task_data_dir(args.data_dir, task), hub_cache)
-            task_rows, doc, n_failed = evaluator.run(dataset, out_root / _safe_name(task.split("/")[-1]))
-        except _start_errors() as exc:
-            return fail("eval", str(exc))
-        except Exception as exc:
-            failed_tasks += 1
-            print(f"dse eval: task {task} failed: {exc}", file=sys.stderr)
-            summary["tasks"][task] = {"error": str(exc)}
-            continue
-        partial = partial or bool(n_failed)
-        rows.append((task.split("/")[-1], task_rows[-1][1]))
-        summary["tasks"][task] = task_rows[-1][1]
-    if not rows:
+        result = run_benchmark(
+            evaluator,
+            args.benchmark,
+            data_dir=args.data_dir,
+            out_dir=Path(args.out) if args.out else None,
+            hub_cache=hub_cache,
+            language=args.language,
+        )
+    except fatal_errors() as exc:
+        return fail("eval", str(exc))
+    _print_failures(result.failures)
+    for task, error in result.task_errors.items():
+        print(f"dse eval: task {task} failed: {error}", file=sys.stderr)
+    if not result.rows:
         return fail("eval", f"no task of {args.benchmark} could be evaluated", EXIT_CANNOT_START)
-    names = metric_names(args.k)
-    average = {n: sum(r[1][n] for r in rows) / len(rows) for n in names}
-    summary["average"] = average
-    summary["evaluated_tasks"] = len(rows)
-    published = _published_for(model, args.benchmark)
-    summary["published_ndcg_cut_5"] = published
-    out_root.mkdir(parents=True, exist_ok=True)
-    table_rows = rows + [(f"**average** ({len(rows)}/{len(tasks)} tasks)", average)]
-    if published is not None:
-        table_rows.append(("published (nDCG@5 average)", {"ndcg_cut_5": published}))
-    table = format_metrics_table(table_rows, names, first="task")
-    (out_root / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    (out_root / "summary.md").write_text(table + "\n", encoding="utf-8")
     if args.json:
-        print(json.dumps(summary, sort_keys=True))
+        print(json.dumps(result.summary, sort_keys=True))
     else:
-        print(f"{args.benchmark}: {label}")
-        print(table)
-        if published is None:
-            print(f"(no published {args.benchmark} figure known for {model})")
-        print(f"results: {out_root}")
-    return EXIT_PARTIAL if (failed_tasks or partial) else EXIT_OK
+        print(f"{args.benchmark}: {result.label}")
+        print(result.table)
+        if result.published is None:
+            print(f"(no published {args.benchmark} figure known for {evaluator.model})")
+        print(f"results: {result.out_dir}")
+    return EXIT_PARTIAL if (result.task_errors or result.partial) else EXIT_OK
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -621,6 +420,10 @@ def run_compare(args: argparse.Namespace) -> int:
 
     if len(args.runs) < 2:
         raise UsageError("give at least two runs to compare")
+    try:
+        require("eval")
+    except MissingExtraError as exc:
+        return fail("eval compare", str(exc))
     if args.qrels and args.compare_data_dir:
         raise UsageError("--qrels and --data-dir are exclusive")
     if args.name and len(args.name) != len(args.runs):

@@ -8,6 +8,7 @@ import os
 
 from dse.cli import EXIT_OK, EXIT_USAGE, UsageError
 from dse.cli.common import add_collection_argument, add_device_argument, fail
+from dse.extras import require
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("serve")
     from dse.server.limits import Limits
     from dse.server.security import check_bind
 

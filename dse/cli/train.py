@@ -6,6 +6,7 @@ import argparse
 
 from dse.cli import EXIT_OK, EXIT_USAGE, UsageError
 from dse.cli.common import DEFAULT_MODEL, add_device_argument, fail, positive_int_list, print_json, show_progress
+from dse.extras import require
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -126,6 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     if args.action == "merge":
         return run_merge(args)
+    require("train")
     from dse.encoders import EncoderError
     from dse.eval.data import DatasetFormatError
     from dse.training.checkpoint import CheckpointError
@@ -239,6 +241,7 @@ def run_mine(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise UsageError(f"-k must be at least 1, got {args.k}")
+    require("train")
     try:
         mined = mine_negatives(
             args.model or DEFAULT_MODEL,

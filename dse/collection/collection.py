@@ -45,6 +45,7 @@ from dse.collection.manifest import (
 )
 from dse.collection.store import MetadataStore
 from dse.encoders.base import Encoder, EncoderError
+from indexes.protocol import VectorIndex
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class Collection:
         self.device = device
         self._index_device = check_device(device)
         self._dtype: Any = None  # dtype of the lazily loaded encoder (None: the device default)
-        self._index: Any = None
+        self._index: VectorIndex  # set by create / open
         self._lock_fh: Any = None
         self._backend_options: dict[str, Any] = {}
         #: Qdrant backend: points vs stored pages as last checked (see backends.reconcile_qdrant)
@@ -358,7 +359,8 @@ class Collection:
         return int(self.manifest.encoder["dim"])
 
     @property
-    def index(self) -> Any:
+    def index(self) -> VectorIndex:
+        """The vector index (:class:`indexes.SingleVectorIndex` or :class:`indexes.MultiVectorIndex`)."""
         return self._index
 
     @property
@@ -381,7 +383,7 @@ class Collection:
         return self._encoder
 
     # ------------------------------------------------------------------ index
-    def _new_index(self) -> Any:
+    def _new_index(self) -> VectorIndex:
         from indexes import IndexInputError, MultiVectorIndex, SingleVectorIndex
 
         cfg = self.manifest.index
@@ -747,24 +749,6 @@ class Collection:
         """Search with already-encoded queries (``(q, dim)`` array or a list of ``(t, dim)`` arrays)."""
         return [self._hits(r) for r in self._search_encoded(queries, k, self._allowed_ids(where), where)]
 
-    def ask(self, question: str, *, k: int = 3, generator: Any = None, where: Any = None) -> Any:
-        """Visual RAG: answer ``question`` from the top-``k`` pages (see :func:`dse.rag.answer_question`).
-
-        ``generator``: a :class:`dse.rag.Generator`, or a model name (hub id or local directory; default
-        ``dse.rag.DEFAULT_GENERATOR``, Qwen/Qwen2-VL-2B-Instruct) loaded on the collection's device on
-        first use and kept on this object for later calls. Returns a :class:`dse.rag.Answer`.
-        """
-        from dse.rag import DEFAULT_GENERATOR, Generator, answer_question, validate_request
-
-        validate_request(question, k)  # before loading a model for a request that cannot succeed
-        if not isinstance(generator, Generator):
-            cache: dict[str, Generator] = self.__dict__.setdefault("_generators", {})
-            name = DEFAULT_GENERATOR if generator is None else str(generator)
-            if name not in cache:
-                cache[name] = Generator.load(name, device=self.device)
-            generator = cache[name]
-        return answer_question(self, question, generator=generator, k=k, where=where)
-
     def _allowed_ids(self, where: Any) -> np.ndarray | None:
         """Page ids whose document metadata matches ``where`` (``None``: no filter, or Qdrant filters itself)."""
         conditions = parse_where(where)  # parsed (and refused when malformed) for every backend
@@ -850,8 +834,7 @@ class Collection:
     def stats(self) -> dict[str, Any]:
         """Documents, pages, vectors and bytes on disk (images, index, metadata, total)."""
         counts = self.store.counts()
-        index = self._index
-        vectors = int(index.num_vectors) if hasattr(index, "num_vectors") else len(index)
+        vectors = int(self._index.num_vectors)
 
         def du(path: Path) -> int:
             if path.is_file():

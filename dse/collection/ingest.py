@@ -22,7 +22,6 @@ complete documents with an unchanged content hash and re-does only the rest.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -36,6 +35,7 @@ from PIL import Image
 
 from dse.collection.crashpoints import crash_point
 from dse.encoders.base import EncoderError
+from indexes.storage import atomic_path
 
 if TYPE_CHECKING:
     from dse.collection.collection import Collection
@@ -289,9 +289,8 @@ class Ingestor:
         rel = Path("images") / rec.doc_id / f"p{rec.page:05d}.png"
         target = self.col.directory / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".png.tmp")
-        rec.save_png(tmp)
-        os.replace(tmp, target)
+        with atomic_path(target, fsync=False) as tmp:  # atomic for readers; no per-page fsync (~25 ms each)
+            rec.save_png(tmp)
         crash_point("after_image")
         page_id = self.col.store.add_pending_page(key, rec.page, rec.width, rec.height, rel.as_posix(), rec.title)
         crash_point("after_pending")

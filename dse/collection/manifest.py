@@ -8,10 +8,11 @@ later open compares the encoder's settings against the manifest.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from indexes.storage import atomic_write_text
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "collection.json"
@@ -83,14 +84,8 @@ class Manifest:
             raise CollectionError(f"{path} is corrupted: missing or bad field {exc}") from exc
 
     def write(self, directory: Path) -> None:
-        """Atomically (re)write the manifest: temp file, fsync, rename."""
-        path = Path(directory) / MANIFEST_NAME
-        tmp = path.with_suffix(".json.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(self.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        """Atomically (re)write the manifest (:func:`indexes.storage.atomic_write_text`)."""
+        atomic_write_text(Path(directory) / MANIFEST_NAME, self.to_json())
 
 
 def describe_encoder(settings: dict[str, Any]) -> str:

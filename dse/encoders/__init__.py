@@ -8,9 +8,11 @@ transformers) is imported only when a model is loaded.
 
 from __future__ import annotations
 
-from dse.encoders.base import FAMILIES, Encoder, EncoderError, Vectors, register_family
+from dse.encoders.base import Encoder, Vectors
 from dse.encoders.detection import FAMILY_MODULES
+from dse.encoders.errors import EncoderError
 from dse.encoders.inputs import InvalidInput, UnsupportedImageMode, check_image, check_query, check_text
+from dse.encoders.registry import FAMILIES, register_family
 
 #: Names of all supported families, in documentation order.
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILY_MODULES)

@@ -7,42 +7,27 @@ An :class:`Encoder` turns page images, text documents and queries into vectors:
 * ``kind == "multi"``: one L2-normalised vector per token, returned as a list of
   ``n`` float32 arrays of shape ``(n_tokens_i, dim)`` with padding removed.
 
-Families register themselves with :func:`register_family`; :meth:`Encoder.load`
-detects the family from the model's config when it is not given.
+Families register themselves with :func:`~dse.encoders.registry.register_family`;
+:meth:`Encoder.load` detects the family from the model's config when it is not given.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from PIL import Image
 
+from dse.encoders.errors import EncoderError as EncoderError
+from dse.encoders.registry import FAMILIES as FAMILIES
+from dse.encoders.registry import register_family as register_family
+
 logger = logging.getLogger(__name__)
 
 Vectors = np.ndarray | list[np.ndarray]
-
-
-class EncoderError(ValueError):
-    """A clear, user-facing error about a model or an input."""
-
-
-#: family name -> encoder class
-FAMILIES: dict[str, type[Encoder]] = {}
-
-
-def register_family(*names: str) -> Callable[[type[Encoder]], type[Encoder]]:
-    """Class decorator: make an :class:`Encoder` subclass loadable under ``names``."""
-
-    def deco(cls: type[Encoder]) -> type[Encoder]:
-        for name in names:
-            FAMILIES[name] = cls
-        return cls
-
-    return deco
 
 
 class Encoder(abc.ABC):
@@ -73,7 +58,7 @@ class Encoder(abc.ABC):
         :mod:`dse.encoders.loading` for detection and device rules.
         ``options`` are family specifics (e.g. ``query_instruction`` for ``gme-qwen2``).
         """
-        from dse.encoders.loading import load_encoder
+        from dse.encoders.loading import load_encoder  # torch and friends: imported on first load
 
         return load_encoder(
             model,

@@ -17,8 +17,8 @@ from typing import TypeVar
 import torch
 from tqdm.auto import tqdm
 
-from dse.encoders.base import EncoderError
 from dse.encoders.devices import is_out_of_memory, release_cached_memory
+from dse.encoders.errors import EncoderError
 
 logger = logging.getLogger(__name__)
 

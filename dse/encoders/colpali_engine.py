@@ -40,11 +40,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dse.encoders.base import EncoderError, Vectors, register_family
+from dse.encoders.base import Vectors
 from dse.encoders.devices import Runtime
 from dse.encoders.dse_qwen import check_aspect_ratio
+from dse.encoders.errors import EncoderError
 from dse.encoders.hf import HFEncoder, Item, load_pretrained, load_processor, query_items, set_qwen_pixels
 from dse.encoders.inputs import check_images, check_query_inputs, check_texts
+from dse.encoders.registry import register_family
 from dse.encoders.sources import ModelSource
 
 logger = logging.getLogger(__name__)

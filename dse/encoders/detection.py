@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from dse.encoders.base import EncoderError
+from dse.encoders.errors import EncoderError
 from dse.encoders.sources import ModelSource
 
 #: family name -> module that registers it (imported on demand by the loader).

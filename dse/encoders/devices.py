@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from dse.encoders.base import EncoderError
+from dse.encoders.errors import EncoderError
 
 logger = logging.getLogger(__name__)
 

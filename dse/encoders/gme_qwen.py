@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dse.encoders.base import EncoderError, register_family
 from dse.encoders.devices import Runtime
 from dse.encoders.dse_qwen import QwenChatEncoder
+from dse.encoders.errors import EncoderError
 from dse.encoders.hf import Item, l2_normalize, load_pretrained, load_processor, set_qwen_pixels
+from dse.encoders.registry import register_family
 from dse.encoders.sources import ModelSource
 
 logger = logging.getLogger(__name__)

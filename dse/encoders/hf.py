@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dse.encoders.base import Encoder, EncoderError
+from dse.encoders.base import Encoder
 from dse.encoders.batching import run_batched
 from dse.encoders.devices import Runtime
+from dse.encoders.errors import EncoderError
 from dse.encoders.sources import ModelSource
 
 logger = logging.getLogger(__name__)

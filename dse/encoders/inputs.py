@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from dse.encoders.base import EncoderError
+from dse.encoders.errors import EncoderError
 
 logger = logging.getLogger(__name__)
 

@@ -11,26 +11,19 @@ Steps (each failure is one :class:`EncoderError` line):
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dse.encoders.base import FAMILIES, Encoder, EncoderError
-from dse.encoders.detection import FAMILY_MODULES, check_family, detect_family
+from dse.encoders.detection import check_family, detect_family
 from dse.encoders.devices import resolve_runtime
+from dse.encoders.errors import EncoderError
+from dse.encoders.registry import family_class
 from dse.encoders.sources import resolve_model
 
+if TYPE_CHECKING:  # pragma: no cover
+    from dse.encoders.base import Encoder
+
 logger = logging.getLogger(__name__)
-
-
-def family_class(family: str) -> type[Encoder]:
-    """The encoder class registered for ``family`` (imports its module on first use)."""
-    name = check_family(family)
-    if name not in FAMILIES:
-        importlib.import_module(FAMILY_MODULES[name])
-    if name not in FAMILIES:  # pragma: no cover - a module that forgot to register
-        raise EncoderError(f"family {name!r} has no registered encoder")
-    return FAMILIES[name]
 
 
 def load_encoder(

@@ -11,7 +11,8 @@ destroys the patch grid), through colpali-engine's own processor helpers:
 * ``processor.get_n_patches`` gives the patch grid ``(n_patches_x, n_patches_y)`` (with
   ``spatial_merge_size`` for the Qwen-based families, ``patch_size`` for ColPali);
 * ``colpali_engine.interpretability.get_similarity_maps_from_embeddings`` computes the maps
-  (colpali-engine's ``interpretability`` extra, a locked dependency: einops, matplotlib, seaborn).
+  (colpali-engine's ``interpretability`` extra: einops, matplotlib, seaborn; part of dse's ``serve``
+  extra).
 
 The query vectors come from :meth:`Encoder.encode_queries`, the exact path a search uses.
 Families whose image tokens do not form one patch grid (ColIdefics3's tiles plus global view)
@@ -29,7 +30,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dse.encoders.base import Encoder, EncoderError
+from dse.encoders.base import Encoder
+from dse.encoders.errors import EncoderError
+from dse.extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +230,7 @@ def similarity_map(encoder: Encoder, image: Image.Image, text: str, *, page: Pag
 
     if not isinstance(text, str) or not text.strip():
         raise SimilarityError("empty query: a similarity map needs a query text")
+    require("serve")  # colpali-engine's interpretability extra (einops, matplotlib, seaborn)
     page = page if page is not None else encode_page_tokens(encoder, image)
     q, tokens, special = query_tokens(encoder, text)
     from colpali_engine.interpretability.similarity_map_utils import get_similarity_maps_from_embeddings

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dse.encoders.base import EncoderError
+from dse.encoders.errors import EncoderError
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dse.eval.ocr import OcrCache, ocr_pages
+from dse.extras import require
 
 if TYPE_CHECKING:  # pragma: no cover
     from dse.eval.data import EvalDataset
@@ -55,6 +56,7 @@ _STOPWORDS = {
 def stopwords_for(lang: str) -> list[str]:
     """Union of the stop-word lists of the ``+``-separated tesseract languages ``lang``
     (languages bm25s has no list for contribute none)."""
+    require("eval")
     from bm25s.tokenization import _infer_stopwords  # bm25s' own name -> list table
 
     words: list[str] = []
@@ -69,6 +71,7 @@ class BM25Index:
     """BM25 over plain texts; ``search`` returns every query's top-k ``(index, score)``."""
 
     def __init__(self, texts: Sequence[str], *, stopwords: Sequence[str] = ()) -> None:
+        require("eval")
         import bm25s
         from bm25s.tokenization import Tokenizer
 

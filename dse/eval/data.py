@@ -335,12 +335,6 @@ def _merge_jsonl(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_local_dataset(dataset: EvalDataset, out_dir: str | Path, split: str = "test") -> Path:
     """Write ``dataset`` in the local format under ``out_dir``; returns the directory.
 
@@ -348,6 +342,8 @@ def write_local_dataset(dataset: EvalDataset, out_dir: str | Path, split: str = 
     Writing a second split into the same directory merges the corpus and queries (ids
     already present must have the same content) and adds ``qrels/{split}.tsv``.
     """
+    from indexes.storage import atomic_write_text
+
     root = Path(out_dir).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
@@ -373,8 +369,8 @@ def write_local_dataset(dataset: EvalDataset, out_dir: str | Path, split: str = 
     corpus_rows = _merge_jsonl(root / CORPUS_FILE, corpus_rows)
     query_rows = _merge_jsonl(root / QUERIES_FILE, query_rows)
     dump = lambda rows: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)  # noqa: E731
-    _write_text_atomic(root / CORPUS_FILE, dump(corpus_rows))
-    _write_text_atomic(root / QUERIES_FILE, dump(query_rows))
+    atomic_write_text(root / CORPUS_FILE, dump(corpus_rows))
+    atomic_write_text(root / QUERIES_FILE, dump(query_rows))
     (root / QRELS_DIR).mkdir(exist_ok=True)
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
@@ -385,7 +381,7 @@ def write_local_dataset(dataset: EvalDataset, out_dir: str | Path, split: str = 
             continue
         for cid, rel in judged.items():
             writer.writerow((qid, cid, int(rel)))
-    _write_text_atomic(root / QRELS_DIR / f"{split}.tsv", buf.getvalue())
+    atomic_write_text(root / QRELS_DIR / f"{split}.tsv", buf.getvalue())
     return root
 
 

@@ -5,7 +5,8 @@ higher). Two methods:
 
 * ``"rrf"`` - reciprocal rank fusion (Cormack et al., 2009): each run contributes
   ``1 / (rrf_k + rank)`` for every page in its top ``depth`` (ranks are 1-based); scores
-  themselves are ignored, so runs on different scales fuse without calibration.
+  themselves are ignored, so runs on different scales fuse without calibration. The sum is
+  :func:`dse.collection.fusion.reciprocal_rank_fusion`, the one used by collection search.
 * ``"linear"`` - a normalised linear combination of exactly two runs: per query, each
   run's top-``depth`` scores are min-max normalised to ``[0, 1]`` and combined as
   ``weight * runs[0] + (1 - weight) * runs[1]``; a page missing from a run's top
@@ -14,9 +15,11 @@ higher). Two methods:
 
 Within each run, pages of equal score are ordered by corpus id, so fusion is
 deterministic whatever the dict order of the input. Fused ties are broken as documented
-in :func:`fuse_runs`, and the emitted scores are made strictly decreasing along the
-fused order (by subtracting ``1e-9`` per rank), so any evaluator (trec_eval breaks score
-ties by document id) sees exactly that order.
+in :func:`fuse_runs`, and the emitted scores are made strictly decreasing along the fused
+order *in single precision* (a score that would not be is lowered to the next float32 below
+the previous one), so any evaluator sees exactly that order: trec_eval (pytrec_eval) compares
+scores in single precision and breaks ties by document id, so two fused scores ``1e-9`` apart
+are a tie to it.
 """
 
 from __future__ import annotations
@@ -24,13 +27,29 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from dse.collection.fusion import reciprocal_rank_fusion
 
 Run = dict[str, dict[str, float]]
 
 FUSION_METHODS = ("rrf", "linear")
-#: subtracted per rank from fused scores so that they decrease strictly along the fused order
-TIE_EPSILON = 1e-9
+
+
+def strictly_decreasing(scores: Sequence[float]) -> list[float]:
+    """``scores`` (non-increasing) made strictly decreasing in float32: a score whose float32 is
+    not below the previous one's becomes the next float32 below it; the others are unchanged."""
+    out: list[float] = []
+    prev: np.float32 | None = None
+    for score in scores:
+        value = float(score)
+        single = np.float32(value)
+        if prev is not None and not single < prev:
+            single = np.nextafter(prev, np.float32(-np.inf))
+            value = float(single)
+        out.append(value)
+        prev = single
+    return out
 
 
 def _ranked(scores: dict[str, float], depth: int) -> list[tuple[str, float]]:
@@ -99,10 +118,11 @@ def fuse_runs(
     for qid in query_ids:
         rankings = [_ranked(run.get(qid, {}), depth) for run in runs]
         if method == "rrf":
-            pairs = reciprocal_rank_fusion(rankings, k=float(rrf_k))  # type: ignore[arg-type]
+            pairs = reciprocal_rank_fusion(rankings, k=float(rrf_k))
         else:
             pairs = _linear(rankings[0], rankings[1], float(weight))
-        fused[qid] = {doc: float(score) - i * TIE_EPSILON for i, (doc, score) in enumerate(pairs[:depth])}
+        top = pairs[:depth]
+        fused[qid] = dict(zip([doc for doc, _ in top], strictly_decreasing([score for _, score in top])))
     return fused
 
 

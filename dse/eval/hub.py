@@ -41,13 +41,14 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dse.eval.data import CorpusItem, DatasetFormatError, EvalDataset, Query
+from dse.extras import require
+from indexes.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def _slug(text: str) -> str:
 
 def _hub_table(name: str, config: str | None, split: str) -> Any:
     """``datasets.load_dataset(name, config, split=split)`` with one-line errors."""
+    require("eval")
     import datasets
     from datasets.exceptions import DatasetNotFoundError
 
@@ -166,6 +168,7 @@ def _parquet_files(path: Path, split: str) -> list[Path]:
 def _disk_table(path: Path, split: str, cache_dir: Path) -> Any:
     """A ``datasets.Dataset`` from a ``save_to_disk`` directory, a parquet file or a directory
     of parquet files (the split's files when they are named after it)."""
+    require("eval")
     import datasets
 
     try:
@@ -235,6 +238,7 @@ def _materialise(
 ) -> dict[str, Path]:
     """Write the image of ``table[rows[i]]`` as ``out_dir/<id>-<hash>.png`` for each ``ids[i]``
     (skipped when that file exists); returns ``{id: path}`` for the images that could be written."""
+    require("eval")
     import datasets
     from PIL import Image
 
@@ -280,9 +284,7 @@ def _materialise(
                         buf = io.BytesIO()
                         to_rgb(im).save(buf, format="PNG")
                     payload = buf.getvalue()
-                tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
-                tmp.write_bytes(payload)
-                os.replace(tmp, target)
+                atomic_write_bytes(target, payload, unique=True)  # several processes may fill the cache
         except Exception as exc:
             log.warning(
                 "%s: corpus id %s: unreadable image, left out of the corpus: %s: %s",
@@ -499,6 +501,7 @@ def load_hub_dataset(
                 progress=progress,
             )
         if (local / "dataset_dict.json").is_file() and layout != "qa":
+            require("eval")
             import datasets
 
             dd = datasets.load_from_disk(str(local))

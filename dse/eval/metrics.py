@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from dse.extras import require
+
 #: the cutoffs reported by default (``dse eval --k``)
 DEFAULT_K_VALUES: tuple[int, ...] = (1, 5, 10, 100)
 #: cutoff of the reported reciprocal rank (MRR@10)
@@ -80,8 +82,9 @@ def compute_metrics(
     ``run``: query id -> {doc id: score}; ``qrels``: query id -> {doc id: relevance}.
     Returns ``(means, per_query)`` with keys from :func:`metric_names`; ``per_query`` maps
     each evaluated query id (judged and present in the run) to its values. Both are empty
-    when no query can be evaluated.
+    when no query can be evaluated. Needs the ``eval`` extra (:class:`dse.extras.MissingExtraError`).
     """
+    require("eval")
     import pytrec_eval
 
     ks = sorted(set(int(k) for k in k_values))

@@ -28,6 +28,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dse.extras import require
+
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
@@ -44,10 +46,9 @@ class OcrUnavailable(RuntimeError):
 
 
 def _pytesseract():
-    try:
-        import pytesseract
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise OcrUnavailable("pytesseract is not installed") from exc
+    require("eval")
+    import pytesseract
+
     return pytesseract
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from dse.eval.metrics import trec_order
+from indexes.storage import atomic_write_text
 
 METRICS_FORMAT = "dse-eval-metrics"
 RUN_FILE = "run.trec"
@@ -44,9 +44,7 @@ def _check_id(value: str, kind: str) -> None:
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def write_run(run: Mapping[str, Mapping[str, float]], path: str | Path, *, tag: str = "dse") -> Path:

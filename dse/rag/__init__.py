@@ -3,18 +3,28 @@
 ::
 
     from dse import Collection
-    from dse.rag import Generator, answer_question
+    from dse.rag import ask
 
     col = Collection.open("my-collection")
-    gen = Generator.load("Qwen/Qwen2-VL-2B-Instruct")          # hub id or local snapshot directory
-    ans = answer_question(col, "What was the 2021 revenue?", generator=gen, k=3)
+    ans = ask(col, "What was the 2021 revenue?", generator="Qwen/Qwen2-VL-2B-Instruct", k=3)
     ans.answer, ans.citations, [(p.source, p.page) for p in ans.cited_pages]
-    # or: col.ask("What was the 2021 revenue?", generator="Qwen/Qwen2-VL-2B-Instruct")
+
+``ask`` loads the generator (hub id or local snapshot directory) on first use and keeps it for
+later calls on the same collection; ``answer_question(col, question, generator=Generator.load(...))``
+takes an already loaded :class:`Generator`.
 
 Model code (torch, transformers) is imported only when a generator is loaded.
 """
 
-from dse.rag.answer import Answer, NoPagesError, answer_question, build_answer, parse_citations, validate_request
+from dse.rag.answer import (
+    Answer,
+    NoPagesError,
+    answer_question,
+    ask,
+    build_answer,
+    parse_citations,
+    validate_request,
+)
 from dse.rag.generator import DEFAULT_GENERATOR, Generator, GeneratorError, RAGError
 
 __all__ = [
@@ -25,6 +35,7 @@ __all__ = [
     "NoPagesError",
     "RAGError",
     "answer_question",
+    "ask",
     "build_answer",
     "parse_citations",
     "validate_request",

@@ -1,6 +1,6 @@
 """Visual RAG: retrieve the top-k pages of a collection, let a VLM answer from their images.
 
-:func:`answer_question` (also :meth:`dse.Collection.ask`, ``dse ask``, ``POST /answer``):
+:func:`answer_question` (also :func:`ask`, ``dse ask``, ``POST /answer``):
 
 1. ``collection.search(question, k=k, where=where)`` ranks the pages;
 2. the page images, in rank order, and the question go to the :class:`~dse.rag.generator.Generator`
@@ -15,13 +15,15 @@ from __future__ import annotations
 import logging
 import re
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image
 
-from dse.rag.generator import Generator, RAGError
+from dse.rag.generator import DEFAULT_GENERATOR, Generator, RAGError
+from renderers import RenderError, load_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from dse.collection import Collection, Hit
@@ -129,16 +131,15 @@ def validate_request(question: Any, k: Any) -> str:
 
 
 def load_page_images(hits: list[Hit]) -> tuple[list[Hit], list[Image.Image]]:
-    """The hits whose page image can be read, and those images (RGB). Unreadable images are skipped
-    with a warning naming the file (a damaged collection should not stop the answer)."""
+    """The hits whose page image can be read (:func:`renderers.load_image`), and those images (RGB).
+    Unreadable images are skipped with a warning naming the file (a damaged collection should not
+    stop the answer)."""
     kept, images = [], []
     for hit in hits:
         path = Path(hit.image_path)
         try:
-            with Image.open(path) as im:
-                im.load()
-                images.append(im.convert("RGB") if im.mode != "RGB" else im.copy())
-        except (OSError, Image.DecompressionBombError) as exc:
+            images.append(load_image(path))
+        except RenderError as exc:
             logger.warning("skipping page %s p.%d: cannot read its image %s: %s", hit.source, hit.page, path, exc)
             continue
         kept.append(hit)
@@ -179,3 +180,33 @@ def answer_question(
         generator=generator.name,
         timings={"retrieve": t1 - t0, "generate": t2 - t1, "total": t2 - t0},
     )
+
+
+#: generators loaded by :func:`ask`, per collection object (dropped with the collection)
+_GENERATORS: weakref.WeakKeyDictionary[Collection, dict[str, Generator]] = weakref.WeakKeyDictionary()
+
+
+def ask(
+    collection: Collection,
+    question: str,
+    *,
+    k: int = 3,
+    generator: Generator | str | None = None,
+    where: dict | None = None,
+) -> Answer:
+    """Visual RAG in one call: answer ``question`` from the top-``k`` pages of ``collection``.
+
+    ``generator``: a :class:`Generator`, or a model name (hub id or local directory; default
+    :data:`~dse.rag.generator.DEFAULT_GENERATOR`, Qwen/Qwen2-VL-2B-Instruct) loaded on the
+    collection's device on first use and reused by later calls on the same collection object.
+    The question and ``k`` are checked before any model is loaded. See :func:`answer_question`
+    for the errors and the returned :class:`Answer`.
+    """
+    validate_request(question, k)
+    if not isinstance(generator, Generator):
+        loaded = _GENERATORS.setdefault(collection, {})
+        name = DEFAULT_GENERATOR if generator is None else str(generator)
+        if name not in loaded:
+            loaded[name] = Generator.load(name, device=collection.device)
+        generator = loaded[name]
+    return answer_question(collection, question, generator=generator, k=k, where=where)

@@ -32,7 +32,7 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-#: Generator used when none is given (``dse ask``, ``Collection.ask``, ``POST /answer``).
+#: Generator used when none is given (``dse ask``, :func:`dse.rag.ask`, ``POST /answer``).
 DEFAULT_GENERATOR = "Qwen/Qwen2-VL-2B-Instruct"
 
 

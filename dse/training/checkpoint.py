@@ -8,8 +8,9 @@ A checkpoint is a directory ``OUT/checkpoints/step-000120/``::
     rng.safetensors     torch CPU (and CUDA) RNG states
     state.json          step, epoch, micro-batches consumed, losses, the run's fingerprint
 
-The directory is written as ``step-000120.tmp`` and renamed when complete, so a crash
-while saving never leaves a half checkpoint that :func:`latest_checkpoint` would pick.
+The directory is written as ``step-000120.tmp``, fsynced and renamed when complete
+(:func:`indexes.storage.atomic_path`), so a crash while saving never leaves a half checkpoint
+that :func:`latest_checkpoint` would pick.
 The data order needs no state beyond the step: the batch plan is a function of the
 seed (:class:`dse.training.data.BatchPlan`).
 """
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from indexes.storage import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -119,20 +122,16 @@ def save_checkpoint(
     from dse.training.lora import save_adapter
 
     final = checkpoint_dir(out, state.step)
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_adapter(peft_model, tmp, base_model=base_model)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "scheduler.json").write_text(json.dumps(_jsonable(scheduler.state_dict())), encoding="utf-8")
-    save_file({k: v.contiguous() for k, v in _rng_state().items()}, str(tmp / "rng.safetensors"))
-    (tmp / "state.json").write_text(
-        json.dumps(state.to_dict(), indent=2, sort_keys=True, default=str), encoding="utf-8"
-    )
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.replace(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(final) as tmp:
+        tmp.mkdir()
+        save_adapter(peft_model, tmp, base_model=base_model)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "scheduler.json").write_text(json.dumps(_jsonable(scheduler.state_dict())), encoding="utf-8")
+        save_file({k: v.contiguous() for k, v in _rng_state().items()}, str(tmp / "rng.safetensors"))
+        (tmp / "state.json").write_text(
+            json.dumps(state.to_dict(), indent=2, sort_keys=True, default=str), encoding="utf-8"
+        )
     logger.info("saved checkpoint %s", final)
     if keep is not None and keep > 0:
         for old in list_checkpoints(out)[:-keep]:

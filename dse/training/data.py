@@ -37,6 +37,10 @@ from typing import Any
 
 from PIL import Image
 
+from dse.extras import require
+from indexes.storage import atomic_path, atomic_write_text
+from renderers import RenderError, load_image
+
 logger = logging.getLogger(__name__)
 
 #: Columns of the ColPali training-set layout.
@@ -83,7 +87,7 @@ class TrainingData:
             return self._cache[page_id]
         ref = self._pages[page_id]
         if isinstance(ref, Path):
-            image = load_image(ref)
+            image = _read_image(ref)
         else:
             image = self._hub[int(ref)][HUB_IMAGE_COLUMN]
             if not isinstance(image, Image.Image):
@@ -95,7 +99,7 @@ class TrainingData:
         return image
 
     def query_image(self, example: TrainExample) -> Image.Image | None:
-        return load_image(example.image) if example.image is not None else None
+        return _read_image(example.image) if example.image is not None else None
 
     def with_negatives(self, negatives: dict[str, list[str]]) -> TrainingData:
         """A copy whose examples also carry ``negatives`` (query id -> page ids; unknown pages rejected)."""
@@ -118,18 +122,12 @@ class TrainingData:
         )
 
 
-def load_image(path: Path) -> Image.Image:
-    """An image file as RGB (EXIF orientation applied); raises :class:`TrainingDataError` when unreadable."""
-    from PIL import ImageOps
-
-    from renderers.images import to_rgb
-
+def _read_image(path: Path) -> Image.Image:
+    """An image file as the indexer reads it (:func:`renderers.load_image`: first frame, EXIF
+    orientation, RGB, the pixel-count guard); :class:`TrainingDataError` when unreadable."""
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            return to_rgb(im)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return load_image(path)
+    except RenderError as exc:
         raise TrainingDataError(f"cannot read image {path}: {exc}") from exc
 
 
@@ -194,9 +192,8 @@ def _render_pages(ds: Any, items: list[Any], cache_dir: str | Path | None, rende
         sub = EvalDataset(name=ds.name, root=ds.root, corpus=missing, queries=[], qrels={})
         failed = []
         for cid, image in iter_corpus_images(sub, render_settings, on_failure=failed.append):
-            tmp = out[cid].with_suffix(".tmp.png")
-            image.save(tmp)
-            tmp.replace(out[cid])
+            with atomic_path(out[cid]) as tmp:
+                image.save(tmp, format="PNG")
         for f in failed:
             logger.warning("page %s (%s) is dropped: %s: %s", f.id, f.source, f.error_type, f.reason)
             out.pop(f.id, None)
@@ -225,21 +222,15 @@ def write_negatives(path: str | Path, negatives: dict[str, list[tuple[str, float
     """Write mined negatives (query id -> [(page id, score), ...] best first) as JSONL, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for qid, hits in negatives.items():
-            fh.write(
-                json.dumps(
-                    {
-                        "query_id": qid,
-                        "negatives": [h[0] for h in hits],
-                        "scores": [round(float(h[1]), 6) for h in hits],
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
-    tmp.replace(path)
+    lines = [
+        json.dumps(
+            {"query_id": qid, "negatives": [h[0] for h in hits], "scores": [round(float(h[1]), 6) for h in hits]},
+            ensure_ascii=False,
+        )
+        + "\n"
+        for qid, hits in negatives.items()
+    ]
+    atomic_write_text(path, "".join(lines))
     return path
 
 
@@ -251,7 +242,8 @@ class HubUnavailable(TrainingDataError):
 
 
 def open_hub_dataset(name: str, *, split: str = "train") -> Any:
-    """A ``datasets.Dataset`` from a hub id, a ``save_to_disk`` directory or parquet files."""
+    """A ``datasets.Dataset`` from a hub id, a ``save_to_disk`` directory or parquet files (``train`` extra)."""
+    require("train")
     import datasets
 
     path = Path(name).expanduser()

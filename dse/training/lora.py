@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from indexes.storage import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 #: Decoder projections adapted by default.
@@ -160,9 +162,7 @@ def save_adapter(peft_model: Any, out_dir: str | Path, *, base_model: str, extra
     cfg_path = out / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["base_model_name_or_path"] = base_model
-    tmp = cfg_path.with_name(cfg_path.name + ".tmp")
-    tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
-    tmp.replace(cfg_path)
+    atomic_write_text(cfg_path, json.dumps(cfg, indent=2, sort_keys=True))
     if extra is not None:
         (out / "dse_adapter.json").write_text(
             json.dumps(extra, indent=2, sort_keys=True, default=str), encoding="utf-8"

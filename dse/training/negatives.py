@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from dse.extras import require
 from dse.training.data import write_negatives
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def mine_negatives(
     (the evaluation cache, reused by a later ``dse eval`` of the same model). Writes
     ``out`` (JSONL) and returns ``{query id: [(page id, score), ...]}``, best first.
     """
+    require("train")
     from dse.eval.data import load_local_dataset
     from dse.eval.runner import evaluate
     from dse.training.data import TrainingDataError, is_local_dataset

@@ -41,10 +41,12 @@ from typing import Any
 
 import torch
 
+from dse.extras import require
 from dse.training.checkpoint import CheckpointError, TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from dse.training.data import BatchPlan, Sample, TrainingData, TrainingDataError, load_training_data
 from dse.training.lora import LoraSettings, attach_lora, default_lora_settings, save_adapter
 from dse.training.losses import DEFAULT_TEMPERATURE, build_loss
+from indexes.storage import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +263,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, AttributeError):
             continue
-    path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
 def read_log(out: str | Path) -> list[dict[str, Any]]:
@@ -290,7 +292,9 @@ def evaluate_encoder(encoder: Any, dataset: Any, *, batch_size: int = 4) -> dict
 
 def train(config: TrainConfig) -> TrainResult:
     """Run the job (see the module doc). Raises :class:`TrainingError`, ``TrainingDataError``,
-    ``CheckpointError`` or ``EncoderError`` with one clear message on bad settings or input."""
+    ``CheckpointError`` or ``EncoderError`` with one clear message on bad settings or input;
+    :class:`dse.extras.MissingExtraError` without the ``train`` extra."""
+    require("train")
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm

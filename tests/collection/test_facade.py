@@ -28,7 +28,7 @@ def test_facade_create_add_search_ask_reopen(
     reports: Path, tiny_model_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dse import Collection
-    from dse.rag import Answer
+    from dse.rag import Answer, ask
 
     encoder = str(tiny_model_dir("dse-qwen2"))
     generator = str(tiny_model_dir("qwen2-vl-instruct"))
@@ -37,7 +37,7 @@ def test_facade_create_add_search_ask_reopen(
     col = Collection.create("my-collection", model=encoder)
     col.add(str(reports))
     hits = col.search("quarterly revenue by region")
-    answer = col.ask("How did revenue change in 2024?", generator=generator, k=3)
+    answer = ask(col, "How did revenue change in 2024?", generator=generator, k=3)
 
     assert col.directory == Path("my-collection")
     assert (tmp_path / "my-collection" / "collection.json").is_file()

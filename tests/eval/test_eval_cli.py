@@ -337,7 +337,7 @@ def test_benchmark_runs_every_task_with_average(tmp_path: Path, tiny_model_dir, 
     for task in tasks:
         doc = json.loads((out / task.split("/")[-1] / "metrics.json").read_text())
         assert doc["metrics"] == pytest.approx(summary["tasks"][task])
-    from dse.cli.eval import _published_for
+    from dse.eval.pipeline import published_ndcg_cut_5
 
-    assert _published_for("/models/dse-qwen2-2b-mrl-v1", "vidore-v1") == pytest.approx(0.858)
-    assert _published_for("/models/tiny", "vidore-v1") is None
+    assert published_ndcg_cut_5("/models/dse-qwen2-2b-mrl-v1", "vidore-v1") == pytest.approx(0.858)
+    assert published_ndcg_cut_5("/models/tiny", "vidore-v1") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from dse.eval.fusion import fuse_runs
@@ -89,3 +90,29 @@ def test_bad_run_counts() -> None:
         fuse_runs([VISUAL], method="linear")
     with pytest.raises(ValueError, match="at least one run"):
         fuse_runs([], method="rrf")
+
+
+def test_rrf_of_runs_is_the_collection_rrf() -> None:
+    """One RRF: fusing runs gives the collection search's fused order and scores (up to the
+    float32 tie-breaking step of :func:`fuse_runs`)."""
+    from dse.collection.fusion import reciprocal_rank_fusion
+
+    fused = fuse_runs([VISUAL, BM25], method="rrf", rrf_k=60)["q1"]
+    rankings = [sorted(run["q1"].items(), key=lambda kv: (-kv[1], kv[0])) for run in (VISUAL, BM25)]
+    direct = reciprocal_rank_fusion(rankings, k=60)
+    assert order(fused) == [doc for doc, _ in direct]
+    for doc, score in direct:
+        assert fused[doc] == pytest.approx(score, abs=1e-8)
+
+
+@pytest.mark.parametrize("method", ["rrf", "linear"])
+def test_trec_eval_sees_the_fused_order_of_tied_pages(method: str) -> None:
+    """Two pages with equal fused scores keep the fused order in trec_eval, which compares scores
+    in single precision and breaks ties by document id (descending): "a" must stay first."""
+    from dse.eval.metrics import compute_metrics
+
+    runs = [{"q": {"a": 0.9, "b": 0.5}}, {"q": {"b": 0.9, "a": 0.5}}]  # symmetric: a and b tie
+    fused = fuse_runs(runs, method=method)["q"]
+    assert order(fused) == ["a", "b"] and len({float(np.float32(v)) for v in fused.values()}) == 2
+    means, _ = compute_metrics({"q": fused}, {"q": {"a": 1}}, (1, 5))
+    assert means["ndcg_cut_5"] == 1.0 and means["recip_rank_10"] == 1.0

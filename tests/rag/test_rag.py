@@ -1,4 +1,4 @@
-"""Visual RAG (dse.rag, Collection.ask, dse ask) end to end on tiny offline models.
+"""Visual RAG (dse.rag: answer_question, ask; dse ask) end to end on tiny offline models.
 
 The tiny generator has random weights: its answers are random tokens. The tests check
 structure: which pages are retrieved and given to the model (the actual model inputs),
@@ -26,6 +26,7 @@ from dse.rag import (
     NoPagesError,
     RAGError,
     answer_question,
+    ask,
     build_answer,
     parse_citations,
 )
@@ -270,25 +271,42 @@ def test_qwen2_5_vl_instruct_generator(collection: Collection, tiny_model_dir) -
     assert ans.answer == answer_question(collection, QUESTION, generator=gen, k=2).answer
 
 
-# ---------------------------------------------------------------- Collection.ask
+# ---------------------------------------------------------------- dse.rag.ask
 
 
-def test_collection_ask_caches_the_generator(collection: Collection, generator_dir: Path, generator: Generator) -> None:
-    collection.__dict__.pop("_generators", None)
-    first = collection.ask(QUESTION, k=2, generator=str(generator_dir))
+def test_ask_loads_the_generator_once_per_collection(
+    collection: Collection, generator_dir: Path, generator: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[tuple[str, str]] = []
+    real_load = Generator.load
+
+    def counting_load(name: str, **kwargs) -> Generator:
+        loads.append((name, kwargs["device"]))
+        gen = real_load(name, **kwargs)
+        assert gen.max_new_tokens == 256  # the default
+        gen.max_new_tokens = MAX_NEW_TOKENS  # keep the rest of the test fast
+        return gen
+
+    monkeypatch.setattr(Generator, "load", staticmethod(counting_load))
+    first = ask(collection, QUESTION, k=2, generator=str(generator_dir))
     assert isinstance(first.answer, str) and first.generator == str(generator_dir)
     assert [h.page_id for h in first.pages] == [h.page_id for h in collection.search(QUESTION, k=2)]
-    loaded = collection._generators[str(generator_dir)]
-    assert loaded.max_new_tokens == 256  # the default
-    loaded.max_new_tokens = MAX_NEW_TOKENS  # keep the rest of the test fast
-    second = collection.ask(QUESTION, k=2, generator=str(generator_dir))
-    assert collection._generators[str(generator_dir)] is loaded and len(collection._generators) == 1
-    assert second.answer == answer_question(collection, QUESTION, generator=loaded, k=2).answer
+    assert loads == [(str(generator_dir), collection.device)]
+    second = ask(collection, QUESTION, k=2, generator=str(generator_dir))
+    assert len(loads) == 1  # reused
+    assert second.answer == first.answer
     # a Generator object is used as given (same weights, same greedy answer)
-    assert collection.ask(QUESTION, k=2, generator=generator).answer == second.answer
+    assert ask(collection, QUESTION, k=2, generator=generator).answer == second.answer
+    assert len(loads) == 1
     with pytest.raises(RAGError, match="empty question"):
-        collection.ask(" ", generator="Qwen/never-loaded")  # validated before any model load
-    assert "Qwen/never-loaded" not in collection._generators
+        ask(collection, " ", generator="Qwen/never-loaded")  # validated before any model load
+    with pytest.raises(RAGError, match="k must be"):
+        ask(collection, QUESTION, k=0, generator="Qwen/never-loaded")
+    assert len(loads) == 1
+    # another collection object (even of the same directory) loads its own
+    with Collection.open(collection.directory, device="cpu") as other:
+        ask(other, QUESTION, k=1, generator=str(generator_dir))
+    assert len(loads) == 2
 
 
 # --------------------------------------------------------------------------- CLI
