@@ -24,10 +24,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ def as_query_list(queries: object, dim: int) -> list[np.ndarray]:
             "wrap a single query in a list: [query]"
         )
     out = []
-    for i, q in enumerate(queries):  # type: ignore[attr-defined]
+    for i, q in enumerate(cast(Iterable[Any], queries)):
         arr = to_float_array(q, np.float32)
         if arr.ndim != 2 or arr.shape[1] != dim:
             raise IndexInputError(f"query {i} must have shape (n_tokens, {dim}), got {tuple(arr.shape)}")
@@ -193,7 +194,7 @@ def score_block(
 
 def plan_blocks(lengths: np.ndarray, block_size: int) -> list[tuple[int, int]]:
     """Split pages with ``lengths`` into ``[start, end)`` runs of about ``block_size`` vectors."""
-    blocks = []
+    blocks: list[tuple[int, int]] = []
     n = int(lengths.shape[0])
     if n == 0:
         return blocks

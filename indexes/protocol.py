@@ -51,6 +51,11 @@ class VectorIndex(Protocol):
         """Remove items by id (unknown ids are ignored); returns how many were removed."""
         ...
 
+    def get(self, id: int) -> np.ndarray:
+        """The stored vector(s) of item ``id``: ``(dim,)`` for one vector per item, ``(n, dim)`` for
+        multi-vector items (raises :class:`~indexes.UnknownIdError` for an unknown id)."""
+        ...
+
     def compact(self) -> None:
         """Reclaim the space of removed items (takes effect on disk at the next :meth:`save`)."""
         ...

@@ -246,7 +246,7 @@ class SegmentTable:
     def _merge_pending(self) -> None:
         merged: list[Segment] = []
         run: list[Segment] = []
-        for seg in self.segments + [None]:  # type: ignore[list-item]
+        for seg in [*self.segments, None]:
             if seg is not None and seg.name is None:
                 run.append(seg)
                 continue
@@ -318,7 +318,7 @@ class SegmentTable:
             extra_entries, extra_files = extra(directory, generation, rebind)
         fsync_dir(directory)
 
-        entries = []
+        entries: list[dict[str, Any]] = []
         for seg, name in zip(self.segments, names):
             entry = {"name": name, "rows": seg.rows, "parts": sorted(seg.arrays)}
             entry.update(segment_meta(seg))

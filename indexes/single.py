@@ -21,13 +21,14 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 try:
-    import faiss
+    import faiss as _faiss
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
         "FAISS is not installed: install the 'cpu' extra (faiss-cpu) or, on CUDA machines, the 'gpu' extra "
@@ -39,6 +40,9 @@ from indexes.errors import IndexFormatError, IndexInputError, UnknownIdError
 from indexes.segments import SegmentTable, as_id_array, to_float_array
 from indexes.storage import atomic_path, load_array, read_manifest, segment_file
 from indexes.topk import RunningTopK
+
+#: faiss's bundled stubs miss much of its SWIG API (SearchParametersHNSW, keyword parameters).
+faiss: Any = _faiss
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ INDEX_TYPES = tuple(DEFAULT_PARAMS)
 CACHE_REFRESH_FRACTION = 0.25
 
 
-def _merge(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def _merge(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {
         "vectors": np.concatenate([np.asarray(p["vectors"]) for p in parts], axis=0),
         "ids": np.concatenate([np.asarray(p["ids"]) for p in parts]),
@@ -390,8 +394,9 @@ class SingleVectorIndex:
                 rows = table.candidate_rows(allowed_ids)
                 if rows.size <= self.params["brute_force_max"] or not self._trained:
                     return self._exact(q, rows, k)
-                mask = np.zeros(table.num_rows, dtype=bool)
-                mask[rows] = True
+                allowed = np.zeros(table.num_rows, dtype=bool)
+                allowed[rows] = True
+                mask: np.ndarray | None = allowed
             else:
                 if not self._trained and table.num_dead:  # ivfpq fallback: exact over live rows
                     return self._exact(q, table.candidate_rows(), k)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from indexes.errors import IndexFormatError
 
@@ -144,7 +145,7 @@ def write_array(path: Path, array: np.ndarray, *, sync_dir: bool = True) -> None
 def load_array(
     path: Path,
     *,
-    dtype: np.dtype | str,
+    dtype: npt.DTypeLike,
     shape: tuple[int | None, ...],
     mmap: bool = False,
 ) -> np.ndarray:

@@ -286,7 +286,13 @@ def _pdf2image_info(path: Path, password: str | None) -> dict[str, Any]:
     from pdf2image.exceptions import PDFInfoNotInstalledError, PDFPageCountError, PDFPopplerTimeoutError
 
     try:
-        return pdfinfo_from_path(str(path), userpw=password, first_page=1, last_page=10**7, timeout=120)
+        return pdfinfo_from_path(
+            str(path),
+            userpw=password,  # type: ignore[arg-type]  # pdf2image annotates `userpw: str = None`
+            first_page=1,
+            last_page=10**7,
+            timeout=120,
+        )
     except PDFInfoNotInstalledError:
         raise BackendUnavailableError("poppler's pdfinfo is not installed (needed by the pdf2image backend)") from None
     except PDFPopplerTimeoutError:
@@ -336,7 +342,12 @@ def _render_with_pdf2image(
         request = (h, w) if quarter_turn else (w, h)
         try:
             images = convert_from_path(
-                str(path), first_page=p, last_page=p, size=request, userpw=settings.password, timeout=300
+                str(path),
+                first_page=p,
+                last_page=p,
+                size=request,
+                userpw=settings.password,  # type: ignore[arg-type]  # pdf2image annotates `userpw: str = None`
+                timeout=300,
             )
         except PDFPopplerTimeoutError:
             raise CorruptDocumentError(f"page {p}: pdftoppm timed out", page=p) from None

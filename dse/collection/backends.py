@@ -20,7 +20,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from dse.collection.manifest import CollectionError
 
 if TYPE_CHECKING:
     from dse.collection.collection import Collection
+    from indexes import VectorIndex
     from indexes.qdrant import QdrantIndex
 
 logger = logging.getLogger(__name__)
@@ -223,13 +224,18 @@ def _as_list(where: Any) -> list[Any]:
     return [where] if isinstance(where, str) or hasattr(where, "op") else list(where)
 
 
-def qdrant_search(index: QdrantIndex, queries: Any, k: int, allowed: Any, where: dict[str, Any] | None) -> Any:
+def qdrant_index(index: VectorIndex) -> QdrantIndex:
+    """``index`` seen as the Qdrant backend's index (a collection whose backend is ``qdrant``)."""
+    return cast("QdrantIndex", index)
+
+
+def qdrant_search(index: VectorIndex, queries: Any, k: int, allowed: Any, where: dict[str, Any] | None) -> Any:
     """One Qdrant request for all ``queries``, the filter applied inside it."""
     from indexes.errors import IndexInputError
 
     try:
         conditions = where_conditions(where)
-        return index.search(queries, k, allowed_ids=allowed, where=conditions or None)
+        return qdrant_index(index).search(queries, k, allowed_ids=allowed, where=conditions or None)
     except IndexInputError as exc:  # e.g. a metadata key Qdrant cannot address
         raise CollectionError(f"bad filter or query: {exc}") from None
 
@@ -254,7 +260,7 @@ def reconcile_qdrant(col: Collection, *, repair: bool) -> dict[str, int]:
         return {}
     from indexes.qdrant import QdrantRefusedError
 
-    index = col.index
+    index = qdrant_index(col.index)
     try:
         removing = [d.id for d in col.store.documents(status="removing")]
         orphans = dropped = 0
@@ -323,14 +329,14 @@ def reconcile_qdrant(col: Collection, *, repair: bool) -> dict[str, int]:
 
 def update_meta(col: Collection, key: int, meta: dict[str, Any]) -> None:
     """New document metadata: the points' payload first (idempotent), then SQLite (the record)."""
-    index = col.index
+    index = qdrant_index(col.index)
     if hasattr(index, "update_payload"):
         index.update_payload(col.store.page_ids_of([key]), meta_payload(meta))
     col.store.update_meta(key, meta)
 
 
 def qdrant_stats(col: Collection) -> dict[str, Any]:
-    index = col.index
+    index = qdrant_index(col.index)
     return {
         "url": index.url,
         "collection": index.collection,

@@ -231,7 +231,9 @@ class ColPaliEngineEncoder(HFEncoder):
             raise ValueError("a batch must hold one kind of input")
         role, has_image, has_text = kinds.pop()
         if has_image and has_text:
-            batch = self._process_fused([self.fused_prompt(it.text or "") for it in items], [it.image for it in items])
+            batch = self._process_fused(
+                [self.fused_prompt(it.text or "") for it in items], [it.image for it in items if it.image is not None]
+            )
         elif has_image:
             batch = self.processor.process_images([it.image for it in items])
         elif role == "query":

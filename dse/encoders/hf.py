@@ -218,6 +218,16 @@ class HFEncoder(Encoder):
         )
 
 
+def as_hf_encoder(encoder: Encoder) -> HFEncoder:
+    """``encoder`` as a transformers-based encoder (what training and merging work on), or
+    :class:`EncoderError` naming its class."""
+    if not isinstance(encoder, HFEncoder):
+        raise EncoderError(
+            f"{type(encoder).__name__} is not a transformers-based encoder; it cannot be trained or merged"
+        )
+    return encoder
+
+
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     """Row-wise L2 normalisation in float32."""
     return torch.nn.functional.normalize(x.float(), p=2, dim=-1)

@@ -131,16 +131,16 @@ def ocr_corpus(
 
 def _query_texts(dataset: EvalDataset, cache_dir: str | Path | None, lang: str, workers: int | None) -> dict[str, str]:
     texts = {q.id: q.text or "" for q in dataset.queries}
-    with_images = [q for q in dataset.queries if q.image is not None]
+    with_images = [(q.id, q.image) for q in dataset.queries if q.image is not None]
     if with_images:
         from renderers import load_image
 
         def images():
-            for q in with_images:
+            for qid, path in with_images:
                 try:
-                    yield q.id, load_image(q.image)
+                    yield qid, load_image(path)
                 except Exception as exc:
-                    log.warning("query %s: cannot read image %s: %s", q.id, q.image, exc)
+                    log.warning("query %s: cannot read image %s: %s", qid, path, exc)
 
         with OcrCache.in_dir(cache_dir) as cache:
             ocr = ocr_pages(images(), lang=lang, cache=cache, workers=workers, progress=False)

@@ -16,10 +16,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dse.eval.metrics import DEFAULT_K_VALUES, compute_metrics, label, metric_names
 from dse.eval.runs import RUN_FILE, RunFormatError, metrics_path_for, read_metrics, read_run
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 PerQuery = dict[str, dict[str, float]]
 
@@ -67,7 +71,11 @@ class ComparisonTable:
 
 
 def paired_tests(
-    baseline: Sequence[float], other: Sequence[float], *, n_resamples: int = 10000, seed: int = 0
+    baseline: Sequence[float] | npt.NDArray[np.float64],
+    other: Sequence[float] | npt.NDArray[np.float64],
+    *,
+    n_resamples: int = 10000,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """Two-sided p-values (paired t-test, paired randomisation test) of ``other`` vs ``baseline``.
 

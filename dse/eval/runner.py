@@ -214,7 +214,7 @@ def _encode_queries(
         groups[kind].append((q, image))
 
     def encode(items: list[tuple[Query, Any]], kind: str, bs: int) -> Any:
-        texts = [q.text for q, _ in items] if kind in ("text", "fused") else None
+        texts = [q.text or "" for q, _ in items] if kind in ("text", "fused") else None
         images = [im for _, im in items] if kind in ("image", "fused") else None
         return encoder.encode_queries(texts=texts, images=images, batch_size=bs, progress=progress and bs > 1)
 
@@ -360,7 +360,9 @@ def evaluate(
             timings["search"] = time.perf_counter() - t3
         finally:
             if tmp is not None and getattr(col, "backend", "local") != "local":
-                col.index.drop()  # the temporary collection's vectors live in Qdrant: delete them too
+                from dse.collection.backends import qdrant_index
+
+                qdrant_index(col.index).drop()  # the temporary collection's vectors live in Qdrant: delete them too
             col.close()
     finally:
         if tmp is not None:

@@ -142,14 +142,14 @@ def _deck_slides(directory: Path, urls: list[str] | None) -> dict[int, Path]:
         if slides:
             return slides
     for p in files:
-        n = slide_number(p.name)
-        if n is None:
+        number = slide_number(p.name)
+        if number is None:
             log.warning("%s: no slide number in the file name; ignored", p)
             continue
-        if n in slides:
-            log.warning("%s: slide %d already is %s; ignored", p, n, slides[n].name)
+        if number in slides:
+            log.warning("%s: slide %d already is %s; ignored", p, number, slides[number].name)
             continue
-        slides[n] = p
+        slides[number] = p
     return slides
 
 

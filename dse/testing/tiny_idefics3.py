@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from dse.testing.presets import resolve_preset
-from dse.testing.tiny_tokenizer import generate_corpus
+from dse.testing.tiny_tokenizer import bpe_merges, generate_corpus
 
 if TYPE_CHECKING:
     from transformers import GPT2Tokenizer
@@ -93,7 +93,7 @@ def train_smol_tokenizer(vocab_size: int = 600, seed: int = 0) -> GPT2Tokenizer:
     raw.train_from_iterator(corpus, trainer=trainer)
     state = json.loads(raw.to_str())
     vocab: dict[str, int] = state["model"]["vocab"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]]
+    merges = bpe_merges(state)
     for i, tok in enumerate(BASE_SPECIALS):
         if vocab.get(tok) != i:  # pragma: no cover - guards a tokenizers behaviour change
             raise RuntimeError(f"trained tokenizer has {tok} at id {vocab.get(tok)}, expected {i}")

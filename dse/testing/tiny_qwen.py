@@ -172,7 +172,7 @@ def _build_tokenizer(qwen2_5: bool, vocab_size: int, seed: int) -> Any:
     tok = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
-        unk_token=None,
+        unk_token=None,  # type: ignore[arg-type]  # Qwen2 has no unknown token; the stub says str
         bos_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -214,6 +214,7 @@ def _config(size: str, qwen2_5: bool, tok: Any, architectures: list[str]) -> Any
         vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
         vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"),
     )
+    cfg: Any
     if qwen2_5:
         vision = dict(
             SIZES[size]["vision2_5"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -286,10 +287,14 @@ def train_byte_level_bpe(
     return tok
 
 
-def vocab_and_merges(tok: Tokenizer) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def bpe_merges(state: dict[str, Any]) -> list[Any]:
+    """The merges of a serialized BPE tokenizer (``json.loads(tok.to_str())``) as ``(left, right)``
+    string pairs, whichever of the two serializations (``"a b"`` or ``["a", "b"]``) it uses."""
+    return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]]
+
+
+def vocab_and_merges(tok: Tokenizer) -> tuple[dict[str, int], list[Any]]:
     """The BPE vocabulary (including added tokens) and merges of a trained tokenizer."""
     import json
 
-    model = json.loads(tok.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    return tok.get_vocab(with_added_tokens=True), merges  # type: ignore[return-value]
+    return tok.get_vocab(with_added_tokens=True), bpe_merges(json.loads(tok.to_str()))

@@ -172,7 +172,7 @@ def load_local_training_data(
 def _render_pages(ds: Any, items: list[Any], cache_dir: str | Path | None, render_settings: Any) -> dict[str, Path]:
     import hashlib
 
-    from dse.eval.data import EvalDataset, iter_corpus_images
+    from dse.eval.data import CorpusFailure, EvalDataset, iter_corpus_images
 
     if cache_dir is None:
         raise TrainingDataError(
@@ -190,7 +190,7 @@ def _render_pages(ds: Any, items: list[Any], cache_dir: str | Path | None, rende
             missing.append(item)
     if missing:
         sub = EvalDataset(name=ds.name, root=ds.root, corpus=missing, queries=[], qrels={})
-        failed = []
+        failed: list[CorpusFailure] = []
         for cid, image in iter_corpus_images(sub, render_settings, on_failure=failed.append):
             with atomic_path(out[cid]) as tmp:
                 image.save(tmp, format="PNG")

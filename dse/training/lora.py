@@ -19,7 +19,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -54,7 +54,11 @@ class LoraSettings:
         from peft import LoraConfig
 
         return LoraConfig(
-            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.target_modules, bias="none"
+            r=self.r,
+            lora_alpha=self.alpha,  # type: ignore[arg-type]  # peft annotates int; it scales by alpha / r as a float
+            lora_dropout=self.dropout,
+            target_modules=self.target_modules,
+            bias="none",
         )
 
 
@@ -110,7 +114,7 @@ def attach_lora(model: torch.nn.Module, settings: LoraSettings) -> Any:
             "the model already carries a PEFT adapter; merge it first (dse train merge) and train on the merged model"
         )
     try:
-        peft_model = get_peft_model(model, settings.to_peft())
+        peft_model = get_peft_model(cast(Any, model), settings.to_peft())  # any nn.Module, not only PreTrainedModel
     except ValueError as exc:
         raise ValueError(f"LoRA targets {settings.target_modules!r} match no module of the model: {exc}") from exc
     n_train = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)

@@ -81,7 +81,7 @@ def merge_adapter(
     weights' dtype (default: the base checkpoint's). Merging runs in float32 on ``device``.
     """
     from dse.encoders import Encoder, EncoderError
-    from dse.encoders.hf import load_pretrained
+    from dse.encoders.hf import as_hf_encoder, load_pretrained
 
     adapter = Path(adapter).expanduser()
     if not (adapter / "adapter_config.json").is_file():
@@ -90,9 +90,10 @@ def merge_adapter(
     if out.exists() and any(out.iterdir()):
         raise EncoderError(f"{out} exists and is not empty; choose a new --out directory")
     if base is None:
-        encoder = Encoder.load(str(adapter), device=device, dtype="float32")
+        loaded = Encoder.load(str(adapter), device=device, dtype="float32")
     else:
-        encoder = Encoder.load(base, adapter=str(adapter), device=device, dtype="float32")
+        loaded = Encoder.load(base, adapter=str(adapter), device=device, dtype="float32")
+    encoder = as_hf_encoder(loaded)
     n = fold_lora(encoder.model)
     if n == 0:
         raise EncoderError(f"{adapter}: the adapter holds no LoRA layer to merge")

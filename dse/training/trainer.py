@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -219,7 +219,8 @@ class RetrievalTrainingModule(torch.nn.Module):
         """Scalar loss of one micro-batch (0 with no gradient signal when nothing usable remains)."""
         queries, documents = self.items(batch)
         if not queries or len(documents) < 2:
-            return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)  # keeps DDP in step
+            # a zero that still touches every trainable parameter: keeps DDP in step
+            return cast(torch.Tensor, sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad))
         return self.loss(self._embed(queries), self._embed(documents))
 
 
@@ -300,6 +301,7 @@ def train(config: TrainConfig) -> TrainResult:
     from tqdm.auto import tqdm
 
     from dse.encoders import Encoder
+    from dse.encoders.hf import as_hf_encoder
 
     _check_config(config)
     out = Path(config.out).expanduser().resolve()
@@ -331,14 +333,16 @@ def train(config: TrainConfig) -> TrainResult:
             f"--eval-every needs a held-out split: {config.data} has no qrels/{config.eval_split}.tsv "
             "(or pass --eval-data DIR)"
         )
-    encoder = Encoder.load(
-        config.model,
-        family=config.family,
-        device=device,
-        dtype=config.dtype,
-        dim=config.dim,
-        max_pixels=config.max_pixels,
-        min_pixels=config.min_pixels,
+    encoder = as_hf_encoder(
+        Encoder.load(
+            config.model,
+            family=config.family,
+            device=device,
+            dtype=config.dtype,
+            dim=config.dim,
+            max_pixels=config.max_pixels,
+            min_pixels=config.min_pixels,
+        )
     )
     if encoder.source.adapters:
         raise TrainingError(
