@@ -39,6 +39,7 @@ from dse.collection.collection import Collection
 from dse.collection.crashpoints import crash_point
 from dse.collection.manifest import MANIFEST_NAME, CollectionError, Manifest
 from dse.collection.store import MetadataStore
+from indexes.storage import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +121,7 @@ def _begin(directory: Path, marker: dict[str, Any]) -> bool:
             )
         resumed = True
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(marker, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(marker, sort_keys=True))
     return resumed
 
 

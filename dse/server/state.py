@@ -39,6 +39,7 @@ from dse.encoders.base import Encoder, EncoderError, Vectors
 from dse.server.batching import QueryBatcher
 from dse.server.limits import Limits, RequestError
 from dse.server.schemas import MAX_PAGE_ID
+from renderers import RenderError, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -302,10 +303,8 @@ class ServerState:
     def page_image(self, page_id: int) -> Image.Image:
         path = self.page_image_path(page_id)
         try:
-            with Image.open(path) as im:
-                im.load()
-                return im.convert("RGB")
-        except OSError as exc:
+            return load_image(path)
+        except (OSError, RenderError) as exc:
             raise RequestError(500, f"the image file of page {page_id} cannot be read: {exc}") from exc
 
     # ------------------------------------------------------------- similarity
