@@ -40,6 +40,8 @@ from indexes.maxsim import (
     DEFAULT_QUERY_CHUNK,
     as_query_list,
     maxsim_topk,
+    plan_blocks,
+    segment_max,
     single_threaded_torch,
 )
 from indexes.muvera import Muvera
@@ -63,6 +65,8 @@ DEFAULT_N_CANDIDATES = 200
 MUVERA_DEFAULTS = {"k_sim": 4, "d_proj": 16, "r_reps": 16, "seed": 42}
 #: FDE rows scanned per block during candidate generation.
 _FDE_BLOCK = 2048
+#: Candidate page vectors re-ranked per GEMM (bounds the re-ranking memory).
+_RERANK_BLOCK = 65536
 #: Parts stored per vector (the others are per page, except ``offsets``).
 _VECTOR_PARTS = ("vectors", "scales")
 
@@ -564,9 +568,32 @@ class MultiVectorIndex:
                 ids, scores = self._score(qs, rows, k)
             else:
                 per_query = self._fde_candidates(qs, rows, n_cand)
-                found = [self._score([q], r, k) for q, r in zip(qs, per_query)]
+                if self.device.type == "cpu":
+                    found = [self._rerank(q, r, k) for q, r in zip(qs, per_query)]
+                else:  # the block scan runs on the scoring device
+                    found = [self._score([q], r, k) for q, r in zip(qs, per_query)]
                 return [[(int(i), float(s)) for i, s in zip(id_row[0], s_row[0])] for id_row, s_row in found]
         return [[(int(i), float(s)) for i, s in zip(id_row, s_row)] for id_row, s_row in zip(ids, scores)]
+
+    def _rerank(self, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """MaxSim top-``k`` of one query over its candidate ``rows`` (ascending), like :meth:`_score`.
+
+        A few hundred scattered pages: one single-threaded GEMM per block of candidates, in
+        this thread (the block scan of :func:`maxsim_topk` pays per-page and thread-pool overheads
+        that dominate at this size).
+        """
+        topk = RunningTopK(1, k)
+        q_t = torch.from_numpy(query).T.contiguous()  # (d, m)
+        lengths = self._page_lengths()[rows]
+        with torch.inference_mode(), single_threaded_torch():
+            for a, b in plan_blocks(lengths, _RERANK_BLOCK):
+                vecs, b_lengths = self._gather(rows[a:b])
+                sim = torch.from_numpy(vecs).to(torch.float32) @ q_t  # (T, m)
+                block_scores = segment_max(sim, b_lengths).sum(dim=1)  # (pages,)
+                topk.push(block_scores[None, :].numpy(), rows[a:b])
+        scores, top_rows = topk.result()
+        ids = self._table.all_ids[top_rows] if top_rows.size else np.zeros(top_rows.shape, np.int64)
+        return ids, scores
 
     def _score(self, qs: list[np.ndarray], rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact MaxSim top-``k`` of ``qs`` over ``rows``: ``(ids, scores)``, each ``(n_queries, <= k)``."""
