@@ -94,5 +94,6 @@ def test_mypy_checks_the_protocol(tmp_path: Path) -> None:
     )
     errors = [line for line in out.splitlines() if ": error:" in line]
     assert status == 1 and errors, out + err
-    assert all(line.startswith(str(bad)) for line in errors), out
+    # by file name: with the shared cache, mypy may report an unchanged file under the path of an earlier run
+    assert all(Path(line.split(":", 1)[0]).name == bad.name for line in errors), out
     assert any('variable has type "VectorIndex"' in line for line in errors), out
