@@ -296,11 +296,13 @@ class Ingestor:
     def _stage_page(self, rec: Any) -> int | None:
         """Write a page's image and its ``pending`` row; its id (the vector id), or ``None`` to skip it."""
         plan = self.plans[rec.doc_id]
-        if plan.failed or rec.page in plan.skip_pages:
+        if plan.failed:
+            return None
+        if plan.title is None and rec.title:  # also from pages a resumed job skips: they may be all of them
+            plan.title = rec.title
+        if rec.page in plan.skip_pages:
             return None
         key = self._ensure_doc(plan)
-        if plan.title is None and rec.title:
-            plan.title = rec.title
         rel = Path("images") / rec.doc_id / f"p{rec.page:05d}.png"
         target = self.col.directory / rel
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,10 @@ def _row_for(source: Any, skip: set[int]) -> dict[str, Any]:
 
 
 def render_rows(row: dict[str, Any], settings: Any) -> Iterator[dict[str, Any]]:
-    """Ray task: render one source; one row per page (PNG bytes) or per failure."""
+    """Ray task: render one source; one row per page (PNG bytes) or per failure.
+
+    Pages in ``skip`` (stored by an interrupted run) become rows without pixels: the writer
+    still sees every source it planned, in order."""
     from pathlib import Path
 
     from renderers import PageRecord, Source, render_source
@@ -122,7 +125,9 @@ def render_rows(row: dict[str, Any], settings: Any) -> Iterator[dict[str, Any]]:
     source = Source(**desc, path=None if path is None else Path(path))
     for rec in render_source(source, settings):
         if isinstance(rec, PageRecord):
-            if rec.page in skip:  # stored by an interrupted run: not rendered twice
+            if rec.page in skip:  # stored by an interrupted run: not encoded nor sent twice (a marker only)
+                info: dict[str, Any] = {"skipped": True, "title": rec.title}
+                yield {"doc_id": rec.doc_id, "page": rec.page, "png": b"", "info": json.dumps(info)}
                 continue
             info = {"source": rec.source, "title": rec.title, "width": rec.width, "height": rec.height}
             yield {"doc_id": rec.doc_id, "page": rec.page, "png": rec.png_bytes(), "info": json.dumps(info)}
@@ -171,7 +176,7 @@ class EncodeBatch:
         vecs: list[bytes] = [b""] * n
         rows = np.zeros(n, np.int64)
         errors: list[str] = [""] * n
-        todo = [i for i in range(n) if int(batch["page"][i]) >= 0]
+        todo = [i for i in range(n) if int(batch["page"][i]) >= 0 and len(batch["png"][i])]
         images = []
         for i in todo:
             with Image.open(io.BytesIO(batch["png"][i])) as im:
@@ -293,7 +298,9 @@ def _records(ds: Any, dim: int) -> Iterator[Any]:
     for n, row in enumerate(ds.iter_rows(), start=1):
         info = json.loads(row["info"])
         page = int(row["page"])
-        if page < 0:
+        if info.get("skipped"):  # already stored: the writer skips it (and closes its document)
+            yield EncodedPage(PageRecord(row["doc_id"], page, "", info["title"], 0, 0, {}, _png=b""))
+        elif page < 0:
             yield RenderFailure(info["source"], row["doc_id"], info["reason"], info["error_type"], info["page"])
         else:
             rec = PageRecord(
