@@ -333,6 +333,8 @@ def run_on_ray(ingest: Ingestor, inputs: Iterable[Any], settings: RaySettings) -
         ingest.report.seconds = time.perf_counter() - t0
         return ingest.report
     started = connect(settings.address)
+    if not logger.isEnabledFor(logging.INFO):  # Ray Data logs every execution at INFO: only with -v
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         _check_resources(settings)
         ds = _dataset(ingest, sources, settings)
