@@ -168,6 +168,15 @@ def main() -> int:
     load_before = uptime()
     shutil.rmtree(work / "inproc", ignore_errors=True)
     rows.append(("in-process", timed_add(work / "inproc", model, src, settings, args.batch_size)))
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what one encoder actor of 1 CPU gets: the per-actor baseline
+    try:
+        shutil.rmtree(work / "inproc1", ignore_errors=True)
+        rows.append(("in-process, torch 1 thread", timed_add(work / "inproc1", model, src, settings, args.batch_size)))
+    finally:
+        torch.set_num_threads(threads)
     ray.init(num_cpus=args.encoders + 1, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     try:
         shutil.rmtree(work / "ray", ignore_errors=True)
