@@ -112,6 +112,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-sidecars", action="store_true", help="ignore <file>.meta.json metadata sidecars")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    ray = p.add_argument_group("distributed indexing (the 'ray' extra)")
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="auto|ADDRESS",
+        help="render and encode on a Ray cluster: auto ($RAY_ADDRESS, else a cluster running on this machine, "
+        "else a new local one) or a cluster address; this process stays the only writer",
+    )
+    ray.add_argument(
+        "--ray-encoders", type=int, default=2, metavar="N", help="encoder actors, one model copy each (default 2)"
+    )
+    ray.add_argument(
+        "--ray-gpus-per-encoder",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="GPUs per encoder actor (fractions share a GPU; default 0: CPU)",
+    )
+    ray.add_argument(
+        "--ray-encoder-cpus", type=float, default=1.0, metavar="C", help="CPUs per encoder actor (default 1)"
+    )
+    ray.add_argument(
+        "--ray-render-cpus",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="CPUs per render task, one task per source (default 1)",
+    )
     from dse.cli.render import add_render_arguments
 
     add_render_arguments(p)
@@ -125,6 +155,34 @@ def _param_value(text: str) -> int | float | str:
         except ValueError:
             pass
     return text
+
+
+def _ray_settings(args: argparse.Namespace) -> object:
+    """The --ray options as RaySettings (None without --ray); the extra is checked first (exit 3)."""
+    ray_options = ("ray_encoders", "ray_gpus_per_encoder", "ray_encoder_cpus", "ray_render_cpus")
+    if args.ray is None:
+        defaults = {"ray_encoders": 2, "ray_gpus_per_encoder": 0.0, "ray_encoder_cpus": 1.0, "ray_render_cpus": 1.0}
+        if any(getattr(args, k) != defaults[k] for k in ray_options):
+            raise UsageError(
+                "--ray-encoders, --ray-gpus-per-encoder, --ray-encoder-cpus and --ray-render-cpus need --ray"
+            )
+        return None
+    from dse.extras import require
+
+    require("ray")
+    from dse.collection import CollectionInputError
+    from dse.collection.ray_ingest import RaySettings
+
+    try:
+        return RaySettings(
+            address=args.ray,
+            encoders=args.ray_encoders,
+            gpus_per_encoder=args.ray_gpus_per_encoder,
+            encoder_cpus=args.ray_encoder_cpus,
+            render_cpus=args.ray_render_cpus,
+        )
+    except CollectionInputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
         meta[key.strip()] = None
     params = {k: _param_value(v) for k, v in parse_key_values(args.index_param, "--index-param").items()}
     settings = settings_from_args(args)
+    ray_settings = _ray_settings(args)
     check_sources(args.sources)  # before loading a model or creating anything
     directory = Path(args.collection)
     exists = (directory / "collection.json").exists()
@@ -214,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
             render_settings=settings,
             sidecars=not args.no_sidecars,
             progress=show_progress(args),
+            ray=ray_settings,
         )
         counts = col.store.counts()
     except (CollectionError, EncoderError) as exc:

@@ -42,6 +42,7 @@ from dse.collection.manifest import (
     Manifest,
     check_same_encoder,
     describe_encoder,
+    load_encoder_from_settings,
 )
 from dse.collection.store import MetadataStore
 from dse.encoders.base import Encoder, EncoderError
@@ -370,19 +371,7 @@ class Collection:
     def encoder(self) -> Encoder:
         """The collection's encoder, loaded on first use from the manifest settings."""
         if self._encoder is None:
-            enc = self.manifest.encoder
-            options = {"query_instruction": enc["query_instruction"]} if enc.get("query_instruction") else {}
-            self._encoder = Encoder.load(
-                enc["model"],
-                family=enc.get("family"),
-                device=self.device,
-                dtype=self._dtype,
-                dim=enc.get("dim"),
-                max_pixels=enc.get("max_pixels"),
-                min_pixels=enc.get("min_pixels"),
-                adapter=enc.get("adapter"),
-                **options,
-            )
+            self._encoder = load_encoder_from_settings(self.manifest.encoder, device=self.device, dtype=self._dtype)
         return self._encoder
 
     # ------------------------------------------------------------------ index
@@ -571,6 +560,7 @@ class Collection:
         render_settings: Any = None,
         sidecars: bool = True,
         progress: bool = True,
+        ray: Any = None,
     ) -> IndexReport:
         """Render, encode and store ``sources`` (files, directories, globs, URLs).
 
@@ -584,9 +574,20 @@ class Collection:
         sidecar) deletes that key. This holds for unchanged, changed (re-rendered) and new
         documents alike; an unchanged document whose metadata changes is updated without
         re-encoding (``metadata_updated`` in the report).
+
+        ``ray`` spreads rendering and encoding over a Ray cluster (the ``ray`` extra; see
+        :mod:`dse.collection.ray_ingest`): ``"auto"`` (the cluster in ``$RAY_ADDRESS`` or running
+        on this machine, else a new local one), a cluster address, or a
+        :class:`~dse.collection.ray_ingest.RaySettings`. This process stays the only writer: the
+        result is the same as without ``ray``.
         """
         if isinstance(sources, (str, os.PathLike)):
             sources = [sources]
+        ray_settings = None
+        if ray is not None:
+            from dse.collection.ray_ingest import RaySettings
+
+            ray_settings = RaySettings.coerce(ray)  # checks the extra: before taking the lock
         if render_settings is None:
             from renderers import RenderSettings
 
@@ -604,6 +605,10 @@ class Collection:
                 meta=meta,
                 sidecars=sidecars,
             )
+            if ray_settings is not None:
+                from dse.collection.ray_ingest import run_on_ray
+
+                return run_on_ray(ingest, list(sources), ray_settings)
             return ingest.run(list(sources))
         finally:
             self._release_lock()

@@ -25,3 +25,23 @@ def crash_point(name: str) -> None:
     _hits[name] += 1
     if _hits[name] >= int(count or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_once(name: str, spec: str | None) -> None:
+    """SIGKILL the current process the n-th time it reaches ``name``, once per marker file.
+
+    ``spec`` is ``name:n:MARKER`` (from ``DSE_CRASH_ONCE``, forwarded by the driver to Ray
+    workers): the marker file is created before the kill, so a restarted process (a Ray actor
+    restarted after the kill) runs on instead of dying again.
+    """
+    if not spec:
+        return
+    target, _, rest = spec.partition(":")
+    count, _, marker = rest.partition(":")
+    if target != name or not marker or os.path.exists(marker):
+        return
+    _hits[name] += 1
+    if _hits[name] >= int(count or 1):
+        with open(marker, "w", encoding="utf-8") as fh:
+            fh.write(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)

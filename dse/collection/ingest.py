@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +101,23 @@ class IndexReport:
 
 
 @dataclass
+class EncodedPage:
+    """A rendered page with its vectors, encoded outside the writer (e.g. by a Ray actor).
+
+    ``vectors``: a ``(1, dim)`` array (single-vector) or ``(n_tokens, dim)`` (multi-vector);
+    ``error`` (instead of vectors): why the page could not be encoded.
+    """
+
+    record: Any  # renderers.PageRecord
+    vectors: Any = None
+    error: str | None = None
+
+    @property
+    def doc_id(self) -> str:
+        return str(self.record.doc_id)
+
+
+@dataclass
 class _Plan:
     """What to do with one source in this run."""
 
@@ -141,6 +158,9 @@ class Ingestor:
         self.plans: dict[str, _Plan] = {}
         self._batch: list[tuple[int, str, Image.Image]] = []  # (page id, doc id, image)
         self._uncommitted: list[tuple[int, str]] = []  # (page id, doc id) added to the index, not yet stored
+        self._ready: list[tuple[int, str, Any]] = []  # (page id, doc id, vectors) encoded elsewhere, not yet added
+        self._bar: Any = None
+        self._bar_unit = "doc"
 
     # ----------------------------------------------------------------- planning
     def _doc_meta(self, src: Any, stored: dict[str, Any]) -> dict[str, Any]:
@@ -192,59 +212,53 @@ class Ingestor:
 
     # ------------------------------------------------------------------ running
     def run(self, inputs: Iterable[Any]) -> IndexReport:
-        from renderers import PageRecord, RenderFailure, render
+        """Plan, render (a producer thread), encode (this thread) and store ``inputs``."""
+        from renderers import render
 
         t0 = time.perf_counter()
         sources = self.plan(inputs)
         if not sources:
             self.report.seconds = time.perf_counter() - t0
             return self.report
-        q: queue.Queue[Any] = queue.Queue(maxsize=max(8, 2 * self.batch_size))
-        stop = threading.Event()
+        records = _prefetch(render(sources, self.render_settings), maxsize=max(8, 2 * self.batch_size))
+        return self.drive(records, len(sources), t0, unit="doc")
 
-        def produce() -> None:
-            try:
-                for item in render(sources, self.render_settings):
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-            except BaseException as exc:
-                q.put(exc)
-            finally:
-                q.put(_DONE)
+    def drive(self, items: Iterable[Any], n_sources: int, t0: float, *, unit: str = "doc") -> IndexReport:
+        """Store a stream of records in input order, then commit: the single writer of a job.
 
-        producer = threading.Thread(target=produce, name="dse-render", daemon=True)
-        producer.start()
-        bar = _progress_bar(len(sources), self.progress)
+        ``items`` are the :class:`renderers.PageRecord` s (encoded here, in batches),
+        :class:`EncodedPage` s (encoded elsewhere, e.g. by Ray actors) and
+        :class:`renderers.RenderFailure` s of the planned sources; the records of one source
+        come together, in page order. The progress bar counts documents (``unit="doc"``)
+        or pages (``unit="page"``).
+        """
+        from renderers import RenderFailure
+
+        bar = _progress_bar(n_sources if unit == "doc" else None, self.progress, unit)
+        self._bar, self._bar_unit = bar, unit
         current: str | None = None
         try:
-            while True:
-                item = q.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
+            for item in items:
                 if current is not None and item.doc_id != current:
                     self._close_doc(current, bar)
                 current = item.doc_id
                 if isinstance(item, RenderFailure):
                     self._on_failure(item)
-                elif isinstance(item, PageRecord):
+                    continue
+                if isinstance(item, EncodedPage):
+                    self._on_encoded(item)
+                else:
                     self._on_page(item)
-                    bar.set_postfix_str(
-                        f"{self.report.pages} pages, "
-                        f"{self.report.pages / max(time.perf_counter() - t0, 1e-9):.2f} pages/s"
-                    )
+                bar.set_postfix_str(
+                    f"{self.report.pages} pages, {self.report.pages / max(time.perf_counter() - t0, 1e-9):.2f} pages/s"
+                )
             if current is not None:
                 self._close_doc(current, bar)
             self._commit()
         finally:
-            stop.set()
+            close = getattr(items, "close", None)
+            if close is not None:  # stop the producer (thread or cluster pipeline)
+                close()
             bar.close()
         # documents that failed part-way are removed entirely: no half-indexed documents
         failed_keys = [p.key for p in self.plans.values() if p.failed and p.key is not None]
@@ -279,13 +293,16 @@ class Ingestor:
         self.report.failures.append(Failure(failure.source, reason, failure.error_type))
         logger.info("failed: %s: %s", failure.source, reason)  # reported once, by the caller, from the report
 
-    def _on_page(self, rec: Any) -> None:
+    def _stage_page(self, rec: Any) -> int | None:
+        """Write a page's image and its ``pending`` row; its id (the vector id), or ``None`` to skip it."""
         plan = self.plans[rec.doc_id]
-        if plan.failed or rec.page in plan.skip_pages:
-            return
-        key = self._ensure_doc(plan)
-        if plan.title is None and rec.title:
+        if plan.failed:
+            return None
+        if plan.title is None and rec.title:  # also from pages a resumed job skips: they may be all of them
             plan.title = rec.title
+        if rec.page in plan.skip_pages:
+            return None
+        key = self._ensure_doc(plan)
         rel = Path("images") / rec.doc_id / f"p{rec.page:05d}.png"
         target = self.col.directory / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -294,9 +311,32 @@ class Ingestor:
         crash_point("after_image")
         page_id = self.col.store.add_pending_page(key, rec.page, rec.width, rec.height, rel.as_posix(), rec.title)
         crash_point("after_pending")
-        self._batch.append((page_id, rec.doc_id, rec.image))
         plan.uncommitted += 1
+        return page_id
+
+    def _on_page(self, rec: Any) -> None:
+        """A rendered page, encoded here in batches."""
+        page_id = self._stage_page(rec)
+        if page_id is None:
+            return
+        self._batch.append((page_id, rec.doc_id, rec.image))
         if len(self._batch) >= self.batch_size:
+            self._flush_batch()
+        if len(self._uncommitted) >= self.commit_every:
+            self._commit()
+
+    def _on_encoded(self, item: EncodedPage) -> None:
+        """A page encoded elsewhere: stored like :meth:`_on_page`'s, without encoding it here."""
+        plan = self.plans[item.doc_id]
+        if item.error is not None:
+            if not plan.failed and item.record.page not in plan.skip_pages:
+                self._encode_failed(plan, item.error)
+            return
+        page_id = self._stage_page(item.record)
+        if page_id is None:
+            return
+        self._ready.append((page_id, item.doc_id, item.vectors))
+        if len(self._ready) >= self.batch_size:
             self._flush_batch()
         if len(self._uncommitted) >= self.commit_every:
             self._commit()
@@ -306,7 +346,8 @@ class Ingestor:
         if plan is None or plan.closed:
             return
         plan.closed = True
-        bar.update(1)
+        if self._bar_unit == "doc":
+            bar.update(1)
         if not plan.failed:
             if plan.key is None:  # no new pages (all already stored, or the document rendered to nothing)
                 doc = self.col.store.document(plan.source.doc_id) if plan.action == "resume" else None
@@ -327,15 +368,31 @@ class Ingestor:
 
     # ------------------------------------------------------------ encode/commit
     def _flush_batch(self) -> None:
-        if not self._batch:
-            return
-        batch, self._batch = self._batch, []
-        kept, vectors = self._encode(batch)
+        """Add the pending batch to the index: encoded here (``_batch``) or already encoded (``_ready``)."""
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self._add_vectors(*self._encode(batch))
+        if self._ready:
+            ready, self._ready = self._ready, []
+            vectors: Any = [v for _, _, v in ready]
+            if self.col.kind == "single":
+                import numpy as np
+
+                vectors = np.concatenate(vectors)
+            self._add_vectors([(pid, doc_id) for pid, doc_id, _ in ready], vectors)
+
+    def _add_vectors(self, kept: list[tuple[int, str]], vectors: Any) -> None:
         if kept:
             self.col.index.add(vectors, [pid for pid, _ in kept])
             self._uncommitted.extend(kept)
             self.report.pages += len(kept)
+            if self._bar_unit == "page" and self._bar is not None:
+                self._bar.update(len(kept))
             crash_point("after_index_add")
+
+    def _encode_failed(self, plan: _Plan, reason: str) -> None:
+        plan.failed = True
+        self.report.failures.append(Failure(plan.source.source, f"cannot encode page: {reason}", "EncoderError"))
 
     def _encode(self, batch: Sequence[tuple[int, str, Image.Image]]) -> tuple[list[tuple[int, str]], Any]:
         """Encode a batch; returns the ``(page id, doc id)`` pairs encoded and their vectors."""
@@ -354,10 +411,9 @@ class Ingestor:
                 v = self.col.encoder.encode_documents([im], batch_size=1)
             except EncoderError as exc:
                 plan = self.plans[doc_id]
-                plan.failed = True
                 plan.uncommitted -= 1
                 self.col.store.delete_pages([pid])
-                self.report.failures.append(Failure(plan.source.source, f"cannot encode page: {exc}", "EncoderError"))
+                self._encode_failed(plan, str(exc))
                 continue
             ok_ids.append((pid, doc_id))
             ok_vecs.append(v[0])
@@ -421,7 +477,45 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     return data
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
+def _progress_bar(total: int | None, enabled: bool, unit: str = "doc") -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="doc", desc="indexing", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, unit=unit, desc="indexing", disable=not enabled, dynamic_ncols=True)
+
+
+def _prefetch(items: Iterable[Any], maxsize: int) -> Iterator[Any]:
+    """Iterate ``items`` in a producer thread, through a bounded queue (rendering overlaps encoding).
+
+    Closing the generator stops the producer at its next item.
+    """
+    q: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:
+            q.put(exc)
+        finally:
+            q.put(_DONE)
+
+    producer = threading.Thread(target=produce, name="dse-render", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

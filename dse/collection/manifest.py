@@ -105,3 +105,22 @@ def check_same_encoder(manifest_settings: dict[str, Any], settings: dict[str, An
             f"this collection was built with a different encoder, the {describe_encoder(manifest_settings)}, "
             f"not the {describe_encoder(settings)}: refusing to mix vectors (" + "; ".join(diffs) + ")"
         )
+
+
+def load_encoder_from_settings(enc: dict[str, Any], *, device: str = "auto", dtype: Any = None) -> Any:
+    """Load the encoder a collection's manifest describes (``manifest.encoder``), running on
+    ``device`` with ``dtype``: how :attr:`Collection.encoder` and the Ray encoder actors load it."""
+    options = {"query_instruction": enc["query_instruction"]} if enc.get("query_instruction") else {}
+    from dse.encoders.base import Encoder
+
+    return Encoder.load(
+        enc["model"],
+        family=enc.get("family"),
+        device=device,
+        dtype=dtype,
+        dim=enc.get("dim"),
+        max_pixels=enc.get("max_pixels"),
+        min_pixels=enc.get("min_pixels"),
+        adapter=enc.get("adapter"),
+        **options,
+    )
