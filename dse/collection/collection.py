@@ -977,18 +977,8 @@ def _load_model_for(built: dict[str, Any], model: str, *, device: str, dtype: An
             f"this collection was built with the {describe_encoder(built)}; model {model!r} is a {asked} model: "
             "refusing to mix vectors (leave the model out to use the collection's own, or index into a new collection)"
         )
-    options = {"query_instruction": built["query_instruction"]} if built.get("query_instruction") else {}
     try:
-        return Encoder.load(
-            model,
-            family=built.get("family"),
-            device=device,
-            dtype=dtype,
-            dim=built.get("dim"),
-            max_pixels=built.get("max_pixels"),
-            min_pixels=built.get("min_pixels"),
-            **options,
-        )
+        return load_encoder_from_settings({**built, "model": model, "adapter": None}, device=device, dtype=dtype)
     except EncoderError as exc:
         raise EncoderError(
             f"cannot use model {model!r} for this collection (built with the {describe_encoder(built)}): {exc}"

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexes.storage import atomic_write_text
+
+if TYPE_CHECKING:
+    from dse.encoders.base import Encoder
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "collection.json"
@@ -107,7 +110,7 @@ def check_same_encoder(manifest_settings: dict[str, Any], settings: dict[str, An
         )
 
 
-def load_encoder_from_settings(enc: dict[str, Any], *, device: str = "auto", dtype: Any = None) -> Any:
+def load_encoder_from_settings(enc: dict[str, Any], *, device: str = "auto", dtype: Any = None) -> Encoder:
     """Load the encoder a collection's manifest describes (``manifest.encoder``), running on
     ``device`` with ``dtype``: how :attr:`Collection.encoder` and the Ray encoder actors load it."""
     options = {"query_instruction": enc["query_instruction"]} if enc.get("query_instruction") else {}
