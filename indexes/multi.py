@@ -1,10 +1,20 @@
-"""Multi-vector (late-interaction) index with exact MaxSim search.
+"""Multi-vector (late-interaction) index: exact MaxSim search, or MUVERA candidates re-ranked by MaxSim.
 
-Pages are stored as float16 vectors, contiguous per segment, with an offsets table::
+Pages are stored contiguous per segment, with an offsets table::
 
-    seg-000001.vectors.npy   float16 (n_vectors, dim)  the pages' vectors back to back
-    seg-000001.offsets.npy   int64   (n_pages + 1,)     page i is vectors[offsets[i]:offsets[i+1]]
-    seg-000001.ids.npy       int64   (n_pages,)         the pages' ids
+    seg-000001.vectors.npy   float16 or int8 (n_vectors, dim)  the pages' vectors back to back
+    seg-000001.scales.npy    float32 (n_vectors,)   codec "int8" only: vector = int8 row * scale
+    seg-000001.offsets.npy   int64   (n_pages + 1,)  page i is vectors[offsets[i]:offsets[i+1]]
+    seg-000001.ids.npy       int64   (n_pages,)      the pages' ids
+    seg-000001.fde.npy       float16 (n_pages, D)    candidates "muvera" only: each page's MUVERA FDE
+
+``codec="int8"`` stores every vector as symmetric int8 with its own float32 scale
+(``max|x| / 127``): half the bytes of float16, and a MaxSim error of at most
+``sum_i ||q_i||_1 * scale / 2`` per query. ``candidates="muvera"`` keeps a MUVERA fixed-dimensional
+encoding (:mod:`indexes.muvera`) of every page; a search scans these (one inner product per
+page), takes the ``n_candidates`` best pages per query and re-ranks them by MaxSim on the stored
+vectors. FDE rows live in the same segments as their pages, so adds, removals, compaction and
+crash-safe saves treat them like the vectors.
 
 Vectors are memory-mapped on load and after each save, so an index larger than RAM can
 be searched; see :mod:`indexes.maxsim` for the scan and :mod:`indexes.segments` for the
@@ -32,14 +42,29 @@ from indexes.maxsim import (
     maxsim_topk,
     single_threaded_torch,
 )
+from indexes.muvera import Muvera
 from indexes.pooling import check_pool_factor, pool_pages
 from indexes.segments import Segment, SegmentTable, as_id_array
 from indexes.storage import load_array, read_manifest, segment_file
+from indexes.topk import RunningTopK
 
 logger = logging.getLogger(__name__)
 
 INDEX_TYPE = "maxsim"
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+#: Storage codecs of page vectors.
+CODECS = ("float16", "int8")
+#: Candidate generators (``None``: exhaustive MaxSim over every page).
+CANDIDATES = (None, "muvera")
+#: Default number of pages re-ranked by MaxSim per query with ``candidates="muvera"``.
+DEFAULT_N_CANDIDATES = 200
+#: Default MUVERA parameters (``d_proj`` is capped at ``dim``).
+MUVERA_DEFAULTS = {"k_sim": 4, "d_proj": 16, "r_reps": 16, "seed": 42}
+#: FDE rows scanned per block during candidate generation.
+_FDE_BLOCK = 2048
+#: Parts stored per vector (the others are per page, except ``offsets``).
+_VECTOR_PARTS = ("vectors", "scales")
 
 Hits = list[list[tuple[int, float]]]
 
@@ -51,11 +76,32 @@ def _merge(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     for p in parts:
         offsets.append(np.asarray(p["offsets"][1:], np.int64) + base)
         base += int(p["offsets"][-1])
-    return {
-        "vectors": np.concatenate([np.asarray(p["vectors"]) for p in parts], axis=0),
-        "offsets": np.concatenate(offsets),
-        "ids": np.concatenate([np.asarray(p["ids"]) for p in parts]),
-    }
+    out = {"offsets": np.concatenate(offsets)}
+    for name in parts[0]:
+        if name != "offsets":
+            out[name] = np.concatenate([np.asarray(p[name]) for p in parts], axis=0)
+    return out
+
+
+def quantize_int8(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-vector int8: ``(q, scale)`` with ``vectors ~= q * scale[:, None]``.
+
+    ``scale = max|x| / 127`` per row (a zero row gets scale 0), so every component is off by at
+    most ``scale / 2``.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+    with single_threaded_torch():
+        scale = x.abs().amax(dim=1) / 127.0
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        q = torch.round(x / safe[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.numpy(), scale.numpy()
+
+
+def dequantize_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """float32 ``q * scale[:, None]``."""
+    out = torch.from_numpy(np.ascontiguousarray(q)).to(torch.float32)
+    out.mul_(torch.from_numpy(np.ascontiguousarray(scale, dtype=np.float32))[:, None])
+    return out.numpy()
 
 
 def _concat_float16(pages: Sequence[np.ndarray], offsets: np.ndarray, dim: int) -> np.ndarray:
@@ -78,8 +124,20 @@ def _check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def _check_codec(codec: Any) -> str:
+    if codec not in CODECS:
+        raise IndexInputError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+    return str(codec)
+
+
+def _check_candidates(candidates: Any) -> str | None:
+    if candidates not in CANDIDATES:
+        raise IndexInputError(f"unknown candidates {candidates!r}; use None (exhaustive MaxSim) or 'muvera'")
+    return None if candidates is None else str(candidates)
+
+
 class MultiVectorIndex:
-    """Pages of ``(n_i, dim)`` vectors, searched by exact MaxSim.
+    """Pages of ``(n_i, dim)`` vectors, searched by MaxSim (exhaustive, or on MUVERA candidates).
 
     ``device``: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:N]"``, for scoring.
     ``block_size``: page vectors per scoring block (memory per worker is about
@@ -87,6 +145,13 @@ class MultiVectorIndex:
     ``pool_factor``: when >= 2, pages are token-pooled at add time with colpali-engine's
     ``HierarchicalTokenPooler`` (about ``pool_factor`` times fewer vectors).
     ``workers``: CPU scoring threads (default: torch's thread count).
+    ``codec``: how page vectors are stored: ``"float16"`` (default) or ``"int8"`` (symmetric,
+    one float32 scale per vector; half the size, scores within the quantisation error).
+    ``candidates``: ``None`` (default) scores every page by MaxSim; ``"muvera"`` keeps a MUVERA
+    encoding of every page and re-ranks only the ``n_candidates`` pages whose encodings score
+    best (approximate; :meth:`search` can override ``n_candidates`` or ask for ``exact``).
+    ``k_sim``, ``d_proj``, ``r_reps``, ``seed``: MUVERA parameters (see :class:`indexes.muvera.Muvera`;
+    the encoding has ``r_reps * 2**k_sim * d_proj`` values, stored as float16).
     """
 
     def __init__(
@@ -98,12 +163,32 @@ class MultiVectorIndex:
         pool_factor: int | None = None,
         query_chunk: int = DEFAULT_QUERY_CHUNK,
         workers: int | None = None,
+        codec: str = "float16",
+        candidates: str | None = None,
+        n_candidates: int = DEFAULT_N_CANDIDATES,
+        k_sim: int | None = None,
+        d_proj: int | None = None,
+        r_reps: int | None = None,
+        seed: int | None = None,
     ) -> None:
         self.dim = _check_positive_int(dim, "dim")
         self.block_size = _check_positive_int(block_size, "block_size")
         self.query_chunk = _check_positive_int(query_chunk, "query_chunk")
         self.workers = None if workers is None else _check_positive_int(workers, "workers")
         self.pool_factor = check_pool_factor(pool_factor)
+        self.codec = _check_codec(codec)
+        self.candidates = _check_candidates(candidates)
+        muvera_args = {"k_sim": k_sim, "d_proj": d_proj, "r_reps": r_reps, "seed": seed}
+        self.muvera: Muvera | None = None
+        if self.candidates == "muvera":
+            given = {key: v for key, v in muvera_args.items() if v is not None}
+            chosen = {**MUVERA_DEFAULTS, "d_proj": min(MUVERA_DEFAULTS["d_proj"], self.dim), **given}
+            self.muvera = Muvera(self.dim, **chosen)
+        elif any(v is not None for v in muvera_args.values()):
+            extra = ", ".join(key for key, v in muvera_args.items() if v is not None)
+            raise IndexInputError(f"{extra} apply to candidates='muvera' only")
+        #: Search-time parameters (``n_candidates``); changes apply to the next search and are saved.
+        self.params: dict[str, Any] = {"n_candidates": _check_positive_int(n_candidates, "n_candidates")}
         self.device = resolve_torch_device(device)
         self._mmap = True
         self._table = SegmentTable("multi", _merge)
@@ -115,10 +200,34 @@ class MultiVectorIndex:
         return self._table.num_alive
 
     def __repr__(self) -> str:
+        approx = f", candidates={self.candidates!r}, n_candidates={self.n_candidates}" if self.candidates else ""
         return (
             f"MultiVectorIndex(dim={self.dim}, pages={len(self)}, vectors={self.num_vectors}, "
-            f"pool_factor={self.pool_factor}, device={self.device.type!r})"
+            f"codec={self.codec!r}{approx}, pool_factor={self.pool_factor}, device={self.device.type!r})"
         )
+
+    @property
+    def n_candidates(self) -> int:
+        """Pages re-ranked by MaxSim per query with ``candidates="muvera"`` (search-time; settable)."""
+        return _check_positive_int(self.params["n_candidates"], "n_candidates")
+
+    @n_candidates.setter
+    def n_candidates(self, value: int) -> None:
+        self.params["n_candidates"] = _check_positive_int(value, "n_candidates")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every build and search option of this index (as in the manifest's ``params``)."""
+        out: dict[str, Any] = {
+            "codec": self.codec,
+            "candidates": self.candidates,
+            "n_candidates": self.n_candidates,
+            "pool_factor": self.pool_factor,
+            "block_size": self.block_size,
+        }
+        if self.muvera is not None:
+            out.update({key: v for key, v in self.muvera.to_dict().items() if key != "dim"})
+        return out
 
     @property
     def ids(self) -> np.ndarray:
@@ -147,9 +256,10 @@ class MultiVectorIndex:
     def add(self, vectors: Sequence[Any], ids: Any) -> None:
         """Add pages: ``vectors[i]`` is page ``ids[i]``'s ``(n_i, dim)`` array (float, n_i >= 1).
 
-        Stored as float16 (pooled first when ``pool_factor``). Ids must be new: an id already
-        in the index raises :class:`DuplicateIdError` (remove it first to replace a page).
-        Nothing is written to disk until :meth:`save`.
+        Stored in the index's codec (pooled first when ``pool_factor``), with their MUVERA
+        encodings when ``candidates="muvera"``. Ids must be new: an id already in the index
+        raises :class:`DuplicateIdError` (remove it first to replace a page). Nothing is
+        written to disk until :meth:`save`.
         """
         id_arr = as_id_array(ids)
         if isinstance(vectors, np.ndarray | torch.Tensor) and vectors.ndim == 2:
@@ -168,8 +278,15 @@ class MultiVectorIndex:
                 pages = pool_pages([p.astype(np.float32) for p in pages], self.pool_factor)
             lengths = np.array([p.shape[0] for p in pages], dtype=np.int64)
             offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            vecs = _concat_float16(pages, offsets, self.dim)
-            self._table.append({"vectors": vecs, "offsets": offsets, "ids": id_arr.copy()})
+            arrays: dict[str, np.ndarray] = {"offsets": offsets, "ids": id_arr.copy()}
+            if self.codec == "int8":
+                flat = np.concatenate([np.asarray(p, np.float32) for p in pages], axis=0)
+                arrays["vectors"], arrays["scales"] = quantize_int8(flat)
+            else:
+                arrays["vectors"] = _concat_float16(pages, offsets, self.dim)
+            if self.muvera is not None:
+                arrays["fde"] = self.muvera.encode_documents(pages).astype(np.float16)
+            self._table.append(arrays)
             self._lengths = None
 
     def _check_page(self, page: Any, i: int) -> np.ndarray:
@@ -210,11 +327,12 @@ class MultiVectorIndex:
             if rows.size == 0:
                 self._table.replace_all(None)
             else:
-                vecs, lengths = self._gather(rows)
-                offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-                self._table.replace_all(
-                    {"vectors": vecs.copy(), "offsets": offsets, "ids": self._table.all_ids[rows].copy()}
-                )
+                arrays, lengths = self._gather_parts(rows, self._stored_vector_parts())
+                arrays["offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+                arrays["ids"] = self._table.all_ids[rows].copy()
+                if self.muvera is not None:
+                    arrays["fde"] = self._row_part(rows, "fde")
+                self._table.replace_all(arrays)
             self._lengths = None
 
     def save(self, directory: str | os.PathLike[str]) -> None:
@@ -224,11 +342,21 @@ class MultiVectorIndex:
         save the new segments are memory-mapped instead of held in RAM.
         """
         with self._lock:
+            params: dict[str, Any] = {
+                "pool_factor": self.pool_factor,
+                "block_size": self.block_size,
+                "codec": self.codec,
+                "candidates": self.candidates,
+                "n_candidates": self.n_candidates,
+            }
+            if self.muvera is not None:
+                params["muvera"] = self.muvera.to_dict()
+                params["fde_dim"] = self.muvera.output_dim
             header = {
                 "dim": self.dim,
                 "index_type": INDEX_TYPE,
-                "dtype": "float16",
-                "params": {"pool_factor": self.pool_factor, "block_size": self.block_size},
+                "dtype": self.codec,
+                "params": params,
                 "vectors": int(self._page_lengths().sum()),
             }
             self._table.save(
@@ -243,22 +371,37 @@ class MultiVectorIndex:
     def load(cls, directory: str | os.PathLike[str], *, device: str = "auto", mmap: bool = True) -> MultiVectorIndex:
         """Open an index saved by :meth:`save`; vectors are memory-mapped unless ``mmap=False``.
 
+        An index saved before codecs and candidates existed opens as float16, exhaustive.
         Raises :class:`IndexFormatError` for a missing, corrupted or mismatched directory.
         """
         directory = Path(directory)
         manifest = read_manifest(directory, kind="multi")
-        if manifest.get("index_type") != INDEX_TYPE or manifest.get("dtype") != "float16":
+        if manifest.get("index_type") != INDEX_TYPE or manifest.get("dtype") not in CODECS:
             raise IndexFormatError(
                 f"{directory} holds a {manifest.get('index_type')!r} index with dtype "
-                f"{manifest.get('dtype')!r}, not a float16 maxsim index"
+                f"{manifest.get('dtype')!r}, not a maxsim index with a codec of {', '.join(CODECS)}"
             )
         params = manifest.get("params") or {}
+        muvera = params.get("muvera") or {}
+        if not isinstance(muvera, dict):
+            raise IndexFormatError(f"{directory}/index.json has a malformed muvera entry")
         try:
+            if params.get("codec", manifest["dtype"]) != manifest["dtype"]:
+                raise IndexInputError(f"codec {params.get('codec')!r} differs from dtype {manifest['dtype']!r}")
+            if muvera and muvera.get("dim") != manifest["dim"]:
+                raise IndexInputError(f"muvera dim {muvera.get('dim')!r} differs from dim {manifest['dim']!r}")
             index = cls(
                 manifest["dim"],
                 device=device,
                 pool_factor=params.get("pool_factor"),
                 block_size=params.get("block_size", DEFAULT_BLOCK_SIZE),
+                codec=manifest["dtype"],
+                candidates=params.get("candidates"),
+                n_candidates=params.get("n_candidates", DEFAULT_N_CANDIDATES),
+                k_sim=muvera.get("k_sim"),
+                d_proj=muvera.get("d_proj"),
+                r_reps=muvera.get("r_reps"),
+                seed=muvera.get("seed"),
             )
         except IndexInputError as exc:
             raise IndexFormatError(f"{directory}/index.json has bad parameters: {exc}") from exc
@@ -268,35 +411,57 @@ class MultiVectorIndex:
         )
         return index
 
+    def _stored_vector_parts(self) -> tuple[str, ...]:
+        return ("vectors", "scales") if self.codec == "int8" else ("vectors",)
+
     def _segment_loader(self):
         dim = self.dim
+        codec = self.codec
+        fde_dim = self.muvera.output_dim if self.muvera is not None else None
 
         def load(directory: Path, entry: dict[str, Any], mmap: bool) -> dict[str, np.ndarray]:
             name, rows = entry["name"], entry["rows"]
             n_vec = entry.get("vectors")
             if not isinstance(n_vec, int):
                 raise IndexFormatError(f"segment {name} in {directory}/index.json has no vector count")
-            vectors = load_array(
-                directory / segment_file(name, "vectors"), dtype=np.float16, shape=(n_vec, dim), mmap=mmap
-            )
-            offsets = load_array(directory / segment_file(name, "offsets"), dtype=np.int64, shape=(rows + 1,))
-            ids = load_array(directory / segment_file(name, "ids"), dtype=np.int64, shape=(rows,))
+            vec_dtype = "int8" if codec == "int8" else "float16"
+            arrays = {
+                "vectors": load_array(
+                    directory / segment_file(name, "vectors"), dtype=vec_dtype, shape=(n_vec, dim), mmap=mmap
+                ),
+                "offsets": load_array(directory / segment_file(name, "offsets"), dtype="int64", shape=(rows + 1,)),
+                "ids": load_array(directory / segment_file(name, "ids"), dtype="int64", shape=(rows,)),
+            }
+            if codec == "int8":
+                arrays["scales"] = load_array(
+                    directory / segment_file(name, "scales"), dtype="float32", shape=(n_vec,), mmap=mmap
+                )
+            if fde_dim is not None:
+                arrays["fde"] = load_array(
+                    directory / segment_file(name, "fde"), dtype="float16", shape=(rows, fde_dim), mmap=mmap
+                )
+            offsets = arrays["offsets"]
             if offsets[0] != 0 or offsets[-1] != n_vec or (rows and np.diff(offsets).min() < 1):
                 raise IndexFormatError(
                     f"{directory / segment_file(name, 'offsets')} is inconsistent "
                     f"(must rise from 0 to {n_vec} with every page non-empty)"
                 )
-            return {"vectors": vectors, "offsets": offsets, "ids": ids}
+            return arrays
 
         return load
 
     # --------------------------------------------------------------- reading
-    def _gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """float16 vectors of the pages ``rows`` (ascending) back to back, and their lengths."""
+    def _gather_parts(self, rows: np.ndarray, parts: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Per-vector ``parts`` of the pages ``rows`` (ascending) back to back, and the pages' lengths."""
         table = self._table
         seg_idx, local = table.locate(rows)
         lengths = self._page_lengths()[rows]
-        out = np.empty((int(lengths.sum()), self.dim), dtype=np.float16)
+        total = int(lengths.sum())
+        if rows.size == 0:
+            dtypes = {"vectors": np.int8 if self.codec == "int8" else np.float16, "scales": np.float32}
+            return {p: np.empty((0, self.dim) if p == "vectors" else (0,), dtypes[p]) for p in parts}, lengths
+        first = table.segments[int(seg_idx[0])].arrays
+        out = {part: np.empty((total, *first[part].shape[1:]), dtype=first[part].dtype) for part in parts}
         pos = 0
         bounds = np.flatnonzero(np.diff(seg_idx)) + 1
         for group in np.split(np.arange(rows.size), bounds):
@@ -304,7 +469,6 @@ class MultiVectorIndex:
                 continue
             seg: Segment = table.segments[int(seg_idx[group[0]])]
             offsets = seg.arrays["offsets"]
-            vecs = seg.arrays["vectors"]
             loc = local[group]
             starts, ends = offsets[loc], offsets[loc + 1]
             # copy contiguous runs of pages in one slice each
@@ -312,41 +476,111 @@ class MultiVectorIndex:
             run_first = np.concatenate([[0], breaks])
             run_last = np.concatenate([breaks, [loc.size]]) - 1
             for a, b in zip(starts[run_first].tolist(), ends[run_last].tolist()):
-                out[pos : pos + b - a] = vecs[a:b]
+                for part in parts:
+                    out[part][pos : pos + b - a] = seg.arrays[part][a:b]
                 pos += b - a
         return out, lengths
 
+    def _gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of the pages ``rows`` (ascending) back to back (float16, or float32 dequantised int8)."""
+        if self.codec == "int8":
+            parts, lengths = self._gather_parts(rows, ("vectors", "scales"))
+            return dequantize_int8(parts["vectors"], parts["scales"]), lengths
+        parts, lengths = self._gather_parts(rows, ("vectors",))
+        return parts["vectors"], lengths
+
+    def _row_part(self, rows: np.ndarray, part: str) -> np.ndarray:
+        """Per-page ``part`` (e.g. ``fde``) of the pages ``rows`` (ascending), stacked."""
+        seg_idx, local = self._table.locate(rows)
+        bounds = np.flatnonzero(np.diff(seg_idx)) + 1
+        chunks = []
+        for group in np.split(np.arange(rows.size), bounds):
+            if group.size:
+                arr = self._table.segments[int(seg_idx[group[0]])].arrays[part]
+                chunks.append(np.asarray(arr[local[group]]))
+        return np.concatenate(chunks, axis=0)
+
     def get(self, id: int) -> np.ndarray:
-        """The stored ``(n, dim)`` float16 vectors of page ``id`` (pooled if pooling is on)."""
+        """The stored ``(n, dim)`` vectors of page ``id`` (pooled if pooling is on): float16, or
+        float32 dequantised from int8."""
         with self._lock:
             row = int(self._table.rows_of(as_id_array(id))[0])
             if row < 0:
                 raise UnknownIdError(f"id {id} is not in the index")
             return self._gather(np.array([row], np.int64))[0]
 
-    def search(self, queries: Sequence[Any] | np.ndarray, k: int, *, allowed_ids: Any = None) -> Hits:
-        """Exact MaxSim top-``k`` pages for each query.
+    def _fde_candidates(self, queries: list[np.ndarray], rows: np.ndarray, n: int) -> np.ndarray:
+        """``(n_queries, n)`` rows (ascending per query) whose page FDEs best match each query's FDE."""
+        assert self.muvera is not None
+        q_fde = torch.from_numpy(self.muvera.encode_queries(queries))  # (nq, D) float32
+        topk = RunningTopK(len(queries), n)
+        seg_idx, local = self._table.locate(rows)
+        bounds = np.flatnonzero(np.diff(seg_idx)) + 1
+        with torch.inference_mode():
+            for group in np.split(np.arange(rows.size), bounds):
+                if group.size == 0:
+                    continue
+                fde = self._table.segments[int(seg_idx[group[0]])].arrays["fde"]
+                loc = local[group]
+                whole = loc.size == fde.shape[0]  # every row of the segment: slice instead of gather
+                for start in range(0, loc.size, _FDE_BLOCK):
+                    sel = loc[start : start + _FDE_BLOCK]
+                    block = fde[int(sel[0]) : int(sel[-1]) + 1] if whole else fde[sel]
+                    block = np.asarray(block)
+                    if not block.flags.writeable:  # a slice of a memory-mapped segment
+                        block = block.copy()
+                    scores = torch.from_numpy(block).to(torch.float32) @ q_fde.T  # (b, nq)
+                    topk.push(scores.T.numpy(), rows[group[start : start + _FDE_BLOCK]])
+        return np.sort(topk.result()[1], axis=1)
+
+    def search(
+        self,
+        queries: Sequence[Any] | np.ndarray,
+        k: int,
+        *,
+        allowed_ids: Any = None,
+        n_candidates: int | None = None,
+        exact: bool = False,
+    ) -> Hits:
+        """MaxSim top-``k`` pages for each query.
 
         ``queries``: a sequence of ``(n_i, dim)`` float arrays/tensors (or a 3-D array).
         ``allowed_ids``: restrict candidates to these ids (a metadata filter); unknown ids are
         ignored. Returns, per query, up to ``k`` ``(id, score)`` pairs, best first, where
-        ``score = sum_i max_j <q_i, p_j>`` over the stored float16 page vectors (float32 maths).
+        ``score = sum_i max_j <q_i, p_j>`` over the stored page vectors (float32 maths).
+
+        With ``candidates="muvera"`` only the ``n_candidates`` pages (default: the index's
+        :attr:`n_candidates`; at least ``k``) whose MUVERA encodings best match the query are
+        scored; the encodings of the allowed pages only are scanned, so a filtered search still
+        returns ``min(k, allowed pages)`` hits. ``exact=True`` scores every (allowed) page.
         """
         k = _check_positive_int(k, "k")
+        n_cand = self.n_candidates if n_candidates is None else _check_positive_int(n_candidates, "n_candidates")
         qs = as_query_list(queries, self.dim)
         with self._lock:
             rows = self._table.candidate_rows(allowed_ids)
-            lengths = self._page_lengths()[rows]
-            scores, top_rows = maxsim_topk(
-                qs,
-                rows,
-                lengths,
-                self._gather,
-                k,
-                device=self.device,
-                block_size=self.block_size,
-                query_chunk=self.query_chunk,
-                workers=self.workers,
-            )
-            ids = self._table.all_ids[top_rows] if top_rows.size else np.zeros(top_rows.shape, np.int64)
+            n_cand = max(n_cand, k)
+            if self.muvera is None or exact or rows.size <= n_cand or not qs:
+                ids, scores = self._score(qs, rows, k)
+            else:
+                per_query = self._fde_candidates(qs, rows, n_cand)
+                found = [self._score([q], r, k) for q, r in zip(qs, per_query)]
+                return [[(int(i), float(s)) for i, s in zip(id_row[0], s_row[0])] for id_row, s_row in found]
         return [[(int(i), float(s)) for i, s in zip(id_row, s_row)] for id_row, s_row in zip(ids, scores)]
+
+    def _score(self, qs: list[np.ndarray], rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact MaxSim top-``k`` of ``qs`` over ``rows``: ``(ids, scores)``, each ``(n_queries, <= k)``."""
+        lengths = self._page_lengths()[rows]
+        scores, top_rows = maxsim_topk(
+            qs,
+            rows,
+            lengths,
+            self._gather,
+            k,
+            device=self.device,
+            block_size=self.block_size,
+            query_chunk=self.query_chunk,
+            workers=self.workers,
+        )
+        ids = self._table.all_ids[top_rows] if top_rows.size else np.zeros(top_rows.shape, np.int64)
+        return ids, scores

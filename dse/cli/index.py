@@ -77,9 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--index-param",
         action="append",
         metavar="KEY=VALUE",
-        help="FAISS parameter, e.g. hnsw_m=32, ef_search=128, nlist=1024, pq_m=16, nprobe=16 "
+        help="index parameter: FAISS ones, e.g. hnsw_m=32, ef_search=128, nlist=1024, pq_m=16, nprobe=16; "
+        "maxsim ones: codec=int8, candidates=muvera, n_candidates=200, k_sim, d_proj, r_reps, seed "
         "(on an existing collection only the search-time ones: ef_search, nprobe, refine_factor, "
-        "brute_force_max)",
+        "brute_force_max, n_candidates)",
     )
     p.add_argument(
         "--pool-factor",

@@ -54,6 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "default: one fused query)",
     )
     p.add_argument("--batch-size", type=positive_int, default=8, help="queries per encoder batch (default 8)")
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="score every page by exact MaxSim on a collection with an approximate index "
+        "(--index-param candidates=muvera); slower",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per hit (always JSONL with --queries)")
     add_device_argument(p)
     p.set_defaults(func=run)
@@ -157,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with Collection.open(args.collection, device=args.device) as col:
-            hits = col.search(args.text, image=args.image, k=args.k, where=where, fusion=args.fusion)
+            hits = col.search(args.text, image=args.image, k=args.k, where=where, fusion=args.fusion, exact=args.exact)
     except (CollectionError, EncoderError) as exc:
         return fail_for("search", exc)
     if args.json:
@@ -188,7 +194,7 @@ def _run_batch(args: argparse.Namespace, queries: list[BatchQuery], where: list[
     with col:
         for start in range(0, len(queries), CHUNK):
             chunk = queries[start : start + CHUNK]
-            options = {"k": args.k, "where": where, "fusion": args.fusion}
+            options = {"k": args.k, "where": where, "fusion": args.fusion, "exact": args.exact}
             try:
                 results = col.search_many(
                     [q.text for q in chunk], [q.image for q in chunk], batch_size=args.batch_size, **options

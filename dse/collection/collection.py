@@ -58,8 +58,11 @@ SEARCH_TIME_PARAMS: dict[str, tuple[str, ...]] = {
     "flat": ("brute_force_max",),
     "hnsw": ("ef_search", "brute_force_max"),
     "ivfpq": ("nprobe", "refine_factor", "brute_force_max"),
-    "maxsim": (),
+    "maxsim": ("n_candidates",),
 }
+
+#: Options of a ``maxsim`` index (:class:`indexes.MultiVectorIndex`) a collection may set in ``index_params``.
+MAXSIM_PARAMS = ("codec", "candidates", "n_candidates", "k_sim", "d_proj", "r_reps", "seed")
 
 #: Encoder settings that :meth:`Collection.open` can be asked to check (they are fixed at creation).
 _FIXED_ENCODER_OPTIONS = ("family", "dim", "max_pixels", "min_pixels", "adapter", "query_instruction")
@@ -391,7 +394,16 @@ class Collection:
             return backends.new_qdrant_index(self)
         try:
             if cfg["type"] == "maxsim":
-                return MultiVectorIndex(self.dim, device=self._index_device, pool_factor=cfg.get("pool_factor"))
+                params = dict(cfg.get("params", {}))
+                unknown = sorted(set(params) - set(MAXSIM_PARAMS))
+                if unknown:
+                    raise IndexInputError(
+                        f"unknown maxsim index parameter(s) {', '.join(unknown)}; "
+                        f"choose from {', '.join(MAXSIM_PARAMS)}"
+                    )
+                return MultiVectorIndex(
+                    self.dim, device=self._index_device, pool_factor=cfg.get("pool_factor"), **params
+                )
             return SingleVectorIndex(
                 self.dim, index_type=cfg["type"], device=self._index_device, **cfg.get("params", {})
             )
@@ -436,7 +448,12 @@ class Collection:
                 f"pooled that way (pool_factor={pool_factor} needs a new collection)"
             )
         tunable = SEARCH_TIME_PARAMS.get(built, ())
-        current = {**cfg.get("params", {}), **dict(getattr(self._index, "params", {}) or {})}
+        built_options = getattr(self._index, "options", None)  # every option of a maxsim index
+        current = {
+            **(built_options if isinstance(built_options, dict) else {}),
+            **cfg.get("params", {}),
+            **dict(getattr(self._index, "params", {}) or {}),
+        }
         changes: dict[str, Any] = {}
         for key, value in (index_params or {}).items():
             if key in tunable:
@@ -649,6 +666,7 @@ class Collection:
         k: int = 10,
         where: Any = None,
         fusion: str | None = None,
+        exact: bool = False,
     ) -> list[Hit]:
         """Rank pages for a text, image or fused (text + image) query.
 
@@ -657,9 +675,11 @@ class Collection:
         reciprocal rank fusion (it needs both a text and an image). ``where`` filters on document
         metadata: ``"key=value"``, ``"key!=value"``, ``"year>=2020"``, ``"team=in:a,b"``, a list of
         such strings (AND), or a mapping ``{key: value}`` (equality); see
-        :mod:`dse.collection.filters`. Bad requests raise :class:`CollectionInputError`.
+        :mod:`dse.collection.filters`. ``exact=True`` scores every (matching) page on a collection
+        with an approximate ``maxsim`` index (``candidates="muvera"``); it changes nothing on exact
+        ones. Bad requests raise :class:`CollectionInputError`.
         """
-        return self.search_many([text], [image], k=k, where=where, fusion=fusion)[0]
+        return self.search_many([text], [image], k=k, where=where, fusion=fusion, exact=exact)[0]
 
     def search_many(
         self,
@@ -670,6 +690,7 @@ class Collection:
         where: Any = None,
         fusion: str | None = None,
         batch_size: int = 8,
+        exact: bool = False,
     ) -> list[list[Hit]]:
         """Rank pages for many queries at once: the ``i``-th query is ``texts[i]`` and/or ``images[i]``
         (either list may be omitted; ``None`` entries mean "no text" / "no image").
@@ -678,7 +699,7 @@ class Collection:
         and searched in one index call, which is much faster than one :meth:`search` per query;
         the hits equal :meth:`search`'s. Every query is validated before anything is encoded
         (a :class:`CollectionInputError` names the bad one). ``k``, ``where`` and ``fusion`` as
-        in :meth:`search`. Returns one hit list per query, in order.
+        in :meth:`search`; ``exact`` too. Returns one hit list per query, in order.
         """
         n = len(texts) if texts is not None else len(images or [])
         if texts is not None and images is not None and len(texts) != len(images):
@@ -702,10 +723,11 @@ class Collection:
                 loaded.append((text, _load_query_image(image) if image is not None else None))
             except CollectionInputError as exc:
                 raise CollectionInputError(f"query {i + 1}: {exc}" if n > 1 else str(exc)) from None
+        self._check_exact(exact)
         allowed = self._allowed_ids(where)
         if n == 0 or (allowed is not None and allowed.size == 0):
             return [[] for _ in range(n)]
-        return [self._hits(r) for r in self._rank(loaded, k, allowed, fusion, batch_size, where)]
+        return [self._hits(r) for r in self._rank(loaded, k, allowed, fusion, batch_size, where, exact)]
 
     def _rank(
         self,
@@ -715,6 +737,7 @@ class Collection:
         fusion: str | None,
         batch_size: int,
         where: Any = None,
+        exact: bool = False,
     ) -> list[list[tuple[int, float]]]:
         """Encode validated queries grouped by kind, search each group once, fuse when asked."""
         groups: dict[str, list[int]] = {"text": [], "image": [], "fused": []}
@@ -734,7 +757,7 @@ class Collection:
             texts = [queries[i][0] for i in members] if kind in ("text", "fused") else None
             images = [queries[i][1] for i in members] if kind in ("image", "fused") else None
             vectors = self.encoder.encode_queries(texts=texts, images=images, batch_size=batch_size)  # type: ignore[arg-type]
-            found[kind] = dict(zip(members, self._search_encoded(vectors, depth, allowed, where)))
+            found[kind] = dict(zip(members, self._search_encoded(vectors, depth, allowed, where, exact)))
         out: list[list[tuple[int, float]]] = []
         for i in range(len(queries)):
             if i in found.get("fused", {}):
@@ -745,9 +768,18 @@ class Collection:
                 out.append(found["text"][i] if i in found.get("text", {}) else found["image"][i])
         return out
 
-    def search_vectors(self, queries: Any, k: int = 10, *, where: Any = None) -> list[list[Hit]]:
+    def search_vectors(self, queries: Any, k: int = 10, *, where: Any = None, exact: bool = False) -> list[list[Hit]]:
         """Search with already-encoded queries (``(q, dim)`` array or a list of ``(t, dim)`` arrays)."""
-        return [self._hits(r) for r in self._search_encoded(queries, k, self._allowed_ids(where), where)]
+        self._check_exact(exact)
+        return [self._hits(r) for r in self._search_encoded(queries, k, self._allowed_ids(where), where, exact)]
+
+    def _check_exact(self, exact: bool) -> None:
+        """``exact=True`` needs an index that can score every page: maxsim, or flat (always exact)."""
+        if exact and self.manifest.index["type"] not in ("maxsim", "flat"):
+            raise CollectionInputError(
+                f"exact search applies to maxsim (and flat) collections; this one has a "
+                f"{self.manifest.index['type']!r} index"
+            )
 
     def _allowed_ids(self, where: Any) -> np.ndarray | None:
         """Page ids whose document metadata matches ``where`` (``None``: no filter, or Qdrant filters itself)."""
@@ -757,12 +789,14 @@ class Collection:
         return np.asarray(self.store.filter_page_ids(conditions), np.int64)
 
     def _search_encoded(
-        self, queries: Any, k: int, allowed: np.ndarray | None, where: Any = None
+        self, queries: Any, k: int, allowed: np.ndarray | None, where: Any = None, exact: bool = False
     ) -> list[list[tuple[int, float]]]:
         if self.backend == backends.QDRANT:
             return backends.qdrant_search(self._index, queries, k, allowed, where)
         if len(self._index) == 0:
             return [[] for _ in range(len(queries))]
+        if exact and self.manifest.index["type"] == "maxsim":
+            return self._index.search(queries, k, allowed_ids=allowed, exact=True)  # type: ignore[call-arg]
         return self._index.search(queries, k, allowed_ids=allowed)
 
     def _hits(self, ranked: Sequence[tuple[int, float]]) -> list[Hit]:
