@@ -94,7 +94,7 @@ class Ours:
         index = MultiVectorIndex(128, device="cpu", **spec.get("params", {}))
         for a in range(0, len(pages), BUILD_CHUNK):
             block = np.asarray(pages[a : a + BUILD_CHUNK], np.float32)
-            index.add(block, np.arange(a, a + len(block)))
+            index.add(list(block), np.arange(a, a + len(block)))
             index.save(out)
 
     def __init__(self, spec: dict[str, Any], out: Path) -> None:
@@ -217,10 +217,8 @@ class Qdrant:
 
     def search(self, queries: list[np.ndarray], k: int, setting: dict[str, Any]) -> list[list[int]]:
         reqs = [self.request(x, k, setting) for x in queries]
-        if len(reqs) == 1:
-            res = [self.shard.query(reqs[0])]
-        else:
-            res = self.shard.query_batch(self.q.QueryBatchRequest(reqs))
+        one = len(reqs) == 1
+        res = [self.shard.query(reqs[0])] if one else self.shard.query_batch(self.q.QueryBatchRequest(reqs))
         return [[int(p.id) for p in r] for r in res]
 
     @staticmethod
@@ -355,9 +353,7 @@ def fastplaid_python(cache: Path) -> Path:
         log(f"creating {venv} (uv venv + uv pip install fast-plaid; downloads torch)")
         subprocess.run(["uv", "venv", "-q", "--python", "3.11", str(venv)], check=True, capture_output=True, text=True)
         env = {**os.environ, "VIRTUAL_ENV": str(venv)}
-        proc = subprocess.run(
-            ["uv", "pip", "install", "fast-plaid", "numpy"], env=env, capture_output=True, text=True
-        )
+        proc = subprocess.run(["uv", "pip", "install", "fast-plaid", "numpy"], env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError("installing fast-plaid failed: " + proc.stderr.strip().splitlines()[-1])
     return py
@@ -404,7 +400,8 @@ def table(rows: list[dict[str, Any]], pages: int) -> list[str]:
         d = r["disk"]
         bps = f"{pages / r['build_s']:.0f}" if r.get("build_s") else "-"
         out.append(
-            f"| {r['label']} | {r['setting_str']} | {r['r10']:.3f} | {r['r100']:.3f} | {r['p50']:.1f} | {r['p95']:.1f} | "
+            f"| {r['label']} | {r['setting_str']} | {r['r10']:.3f} | {r['r100']:.3f} | "
+            f"{r['p50']:.1f} | {r['p95']:.1f} | "
             f"{r['qps']:.2f} | {fmt_bytes(d['cand'] / pages)} | {fmt_bytes(d['vectors'] / pages)} | "
             f"{fmt_bytes(d['other'] / pages)} | {bps} | {r['build_rss'] / 2**30:.2f} GiB | "
             f"{r['search_rss'] / 2**30:.2f} GiB | {r['load1']:.1f} |"
@@ -461,12 +458,15 @@ def expand(spec: dict[str, Any], res: dict[str, Any], gt: np.ndarray) -> list[di
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--pages", type=int, default=10_000)
     ap.add_argument("--vectors-per-page", type=int, default=260)
     ap.add_argument("--queries", type=int, default=100, help="queries (batch q/s and recall)")
     ap.add_argument("--latency-queries", type=int, default=30, help="queries timed one by one")
     ap.add_argument("--baseline-queries", type=int, default=20, help="queries for colpali-engine (slow)")
+    ap.add_argument("--baseline-latency-queries", type=int, default=5, help="of which timed one by one")
     ap.add_argument("--systems", default="", help="comma-separated name prefixes (default: all)")
     ap.add_argument("--n-candidates", default="100,200,500,1000", help="ours-muvera sweep")
     ap.add_argument("--fde", default="4/16/16,5/16/20,3/8/8", help="MUVERA k_sim/d_proj/r_reps settings")
@@ -489,6 +489,7 @@ def main() -> int:
     if args.quick:
         args.pages, args.queries = min(args.pages, 2000), min(args.queries, 30)
         args.latency_queries, args.baseline_queries = min(args.latency_queries, 10), min(args.baseline_queries, 10)
+        args.baseline_latency_queries = min(args.baseline_latency_queries, 3)
     v = args.vectors_per_page
     load_start = os.getloadavg()
     data = scale_data.ensure_data(args.cache, args.pages, v, args.queries, args.seed, log=log)
@@ -504,7 +505,9 @@ def main() -> int:
             queries=args.queries,
             index=str(args.cache / "indexes" / f"p{args.pages}-v{v}-s{args.seed}" / spec["name"]),
             n_batch=args.baseline_queries if spec["impl"] == "colpali" else args.queries,
-            n_latency=min(args.latency_queries, args.baseline_queries if spec["impl"] == "colpali" else args.queries),
+            n_latency=args.baseline_latency_queries
+            if spec["impl"] == "colpali"
+            else min(args.latency_queries, args.queries),
         )
         spec.setdefault("params", {})
         cached = results_dir / f"{spec['name']}.json"
@@ -533,7 +536,8 @@ def main() -> int:
     print("\nPareto front (recall@10 up, batch q/s up, bytes/page down):\n")
     print("| system | setting | R@10 | batch q/s | bytes/page |\n|---|---|---|---|---|")
     for r in pareto(rows):
-        print(f"| {r['label']} | {r['setting_str']} | {r['r10']:.3f} | {r['qps']:.2f} | {fmt_bytes(sum(r['disk'].values()) / args.pages)} |")
+        size = fmt_bytes(sum(r["disk"].values()) / args.pages)
+        print(f"| {r['label']} | {r['setting_str']} | {r['r10']:.3f} | {r['qps']:.2f} | {size} |")
     print(
         f"\nload average (1/5/15 min): start {load_start[0]:.1f}/{load_start[1]:.1f}/{load_start[2]:.1f}, "
         f"end {load_end[0]:.1f}/{load_end[1]:.1f}/{load_end[2]:.1f}; {os.cpu_count()} CPUs"

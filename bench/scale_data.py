@@ -62,7 +62,9 @@ class Generator:
         centroids = _unit(rng.standard_normal((self.n_topics, 1, dim), dtype=np.float32))
         self.terms = _unit(centroids + _noise(rng, (self.n_topics, N_TERMS, dim), 0.8))
         bg_mean = _unit(self.background.mean(0, keepdims=True))
-        self.generic = _unit(0.6 * rng.standard_normal((N_GENERIC, dim), dtype=np.float32) / np.sqrt(dim) + 0.4 * bg_mean)
+        self.generic = _unit(
+            0.6 * rng.standard_normal((N_GENERIC, dim), dtype=np.float32) / np.sqrt(dim) + 0.4 * bg_mean
+        )
 
     def chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Pages ``[index * CHUNK_PAGES, ...)``: ``(n, v, dim)`` float32 and the content row counts."""
@@ -76,16 +78,16 @@ class Generator:
         out = _unit(bg + _noise(rng, (n, v, d), 0.15))
         topics = rng.integers(0, self.n_topics, (n, 2))
         keys = _unit(rng.standard_normal((n, N_KEYS, d), dtype=np.float32))
-        term = self.terms[
-            topics[np.arange(n)[:, None], rng.integers(0, 2, (n, v))], rng.integers(0, N_TERMS, (n, v))
-        ]
+        term = self.terms[topics[np.arange(n)[:, None], rng.integers(0, 2, (n, v))], rng.integers(0, N_TERMS, (n, v))]
         key = keys[np.arange(n)[:, None], rng.integers(0, N_KEYS, (n, v))]
         content = _unit(0.55 * term + 0.65 * key + _noise(rng, (n, v, d), 0.35))
         mask = np.arange(v)[None, :] < n_content[:, None]
         out[mask] = content[mask]
         return out, n_content
 
-    def queries(self, vectors: np.ndarray, n_content: np.ndarray, n: int, tokens: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    def queries(
+        self, vectors: np.ndarray, n_content: np.ndarray, n: int, tokens: int = 20
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(n, tokens, dim)`` float32 queries and their target pages, from the stored pages."""
         rng = np.random.default_rng([self.seed, 2])
         targets = rng.choice(self.pages, n, replace=False) if n <= self.pages else rng.integers(0, self.pages, n)
@@ -148,7 +150,9 @@ def load_pages(d: Path, v: int) -> np.ndarray:
     return vec.reshape(-1, v, vec.shape[1])
 
 
-def ground_truth(d: Path, v: int, queries: int, k: int = 100, chunk_pages: int = 256, log: Any = print) -> tuple[np.ndarray, np.ndarray]:
+def ground_truth(
+    d: Path, v: int, queries: int, k: int = 100, chunk_pages: int = 256, log: Any = print
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact float32 MaxSim top-``k`` ids and scores of the cached queries (torch, chunked; cached)."""
     path = d / f"gt-q{queries}-k{k}.npz"
     if path.exists():

@@ -66,9 +66,12 @@ def main() -> int:
         index = search.FastPlaid(index=str(out), device="cpu")
         index.create(documents_embeddings=docs, nbits=spec["params"]["nbits"])
         wall = time.perf_counter() - t0
-        res: dict[str, Any] = {"build_s": wall, "build_rss": vm_hwm(), "disk": disk(out), "files": sorted(
-            p.name for p in out.rglob("*") if p.is_file()
-        )[:40]}
+        res: dict[str, Any] = {
+            "build_s": wall,
+            "build_rss": vm_hwm(),
+            "disk": disk(out),
+            "files": sorted(p.name for p in out.rglob("*") if p.is_file())[:40],
+        }
     else:
         t0 = time.perf_counter()
         index = search.FastPlaid(index=str(out), device="cpu")
