@@ -475,6 +475,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per child process")
     ap.add_argument("--reuse", action="store_true", help="reuse cached per-system results of the same sizes")
+    ap.add_argument("--table-only", action="store_true", help="print the table from cached results only (no runs)")
     ap.add_argument("--quick", action="store_true", help="2,000 pages, 30 queries, 10 timed, 10 for colpali-engine")
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
@@ -511,8 +512,13 @@ def main() -> int:
         )
         spec.setdefault("params", {})
         cached = results_dir / f"{spec['name']}.json"
-        if args.reuse and cached.exists():
+        failed = results_dir / f"{spec['name']}.error"
+        if (args.reuse or args.table_only) and cached.exists():
             res = json.loads(cached.read_text())
+        elif args.table_only:
+            why = failed.read_text().strip() if failed.exists() else "no cached result"
+            rows.append({"label": spec["label"], "error": why})
+            continue
         else:
             log(f"{spec['name']}: build + search")
             try:
@@ -520,6 +526,7 @@ def main() -> int:
             except Exception as exc:  # a failing system becomes a row that says why
                 log(f"{spec['name']} failed: {exc}")
                 rows.append({"label": spec["label"], "error": str(exc)[:300]})
+                failed.write_text(str(exc)[:300])
                 continue
             cached.write_text(json.dumps(res))
         new = expand(spec, res, gt)
