@@ -269,7 +269,10 @@ def role_search(spec: dict[str, Any]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------- parent
 def run_child(cmd: list[str], timeout: float) -> dict[str, Any]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{cmd[2] if 'worker' in cmd[1] else cmd[3]} step timed out after {timeout:.0f} s") from None
     if proc.returncode != 0:
         tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise RuntimeError(tail[-1] if tail else f"exit code {proc.returncode}")
