@@ -287,7 +287,20 @@ def system_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every configuration to build: name, implementation, constructor params, search settings."""
     n_cands = [int(x) for x in args.n_candidates.split(",")]
     specs: list[dict[str, Any]] = [
-        {"name": "ours-exact", "impl": "ours", "label": "ours exact float16 [baseline]", "params": {}, "settings": [{}]}
+        {
+            "name": "ours-exact",
+            "impl": "ours",
+            "label": "ours exact float16 [baseline]",
+            "params": {},
+            "settings": [{}],
+        },
+        {
+            "name": "ours-exact-int8",
+            "impl": "ours",
+            "label": "ours exact int8",
+            "params": {"codec": "int8"},
+            "settings": [{}],
+        },
     ]
     for fde in args.fde.split(","):
         ks, dp, rr = (int(x) for x in fde.split("/"))
