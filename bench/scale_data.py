@@ -12,7 +12,7 @@ Structure of a page of ``v`` vectors (``v`` fixed per run: ~260 = pooled, ~750 =
 * **content** rows (the first ``c * v`` rows of a page): ``normalize(0.55 * term + 0.65 * key +
   0.35 * noise)`` where ``term`` is one of 32 term vectors of one of the page's 2 **topics**
   (``max(20, pages // 200)`` topics for the collection, so a topic is shared by ~1% of the pages:
-  hard negatives), and ``key`` one of 6 random directions owned by the page (the page-specific
+  hard negatives), and ``key`` one of 6 random directions that belong to the page (the page-specific
   component).
 * **queries** (``query_tokens`` = 20 vectors): a target page is drawn; 3 of its content rows
   are anchors and 12 query vectors are anchors plus noise (cosine ~0.9); the other 8 are
