@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from support.collections import check_index_matches_store
 from support.docs import make_pdf
 
 from dse.collection import Collection
@@ -61,15 +61,12 @@ def _snapshot(col_dir: Path) -> tuple[set[tuple[str, int]], int]:
     """(the (file name, page) pairs stored, the number of vectors), after checking consistency."""
     col = Collection.open(col_dir, device="cpu")
     try:
-        ids = np.asarray(col.index.ids).tolist()
-        assert len(ids) == len(set(ids)), "duplicate vectors"
-        stored = col.store.stored_page_ids()
-        assert set(ids) == stored, "orphaned or missing vectors"
+        stored = check_index_matches_store(col)
         assert all(d.status == "complete" for d in col.store.documents())
         rows = col.store.pages(sorted(stored))
         pages = {(Path(r.source).name, r.page) for r in rows.values()}
         assert len(pages) == len(rows), "a page is stored twice"
-        return pages, len(ids)
+        return pages, len(stored)
     finally:
         col.close()
 

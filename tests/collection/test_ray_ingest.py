@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.collections import check_index_matches_store
 from support.docs import make_pdf
 
 from dse.collection import Collection, CollectionInputError
@@ -71,10 +72,7 @@ def contents(col_dir: Path) -> dict[str, Any]:
     """Everything a collection holds, keyed by (doc id, page) (page ids may differ after a resume)."""
     col = Collection.open(col_dir, device="cpu")
     try:
-        ids = np.asarray(col.index.ids).tolist()
-        assert len(ids) == len(set(ids)), "duplicate vectors"
-        stored = col.store.stored_page_ids()
-        assert set(ids) == stored, "orphaned or missing vectors"
+        stored = check_index_matches_store(col)
         docs = sorted((d.doc_id, d.source, d.title, d.pages, d.status, sorted(d.meta.items())) for d in col.documents())
         pages: dict[tuple[str, int], Any] = {}
         vectors: dict[tuple[str, int], np.ndarray] = {}
