@@ -96,6 +96,10 @@ class Ours:
             block = np.asarray(pages[a : a + BUILD_CHUNK], np.float32)
             index.add(list(block), np.arange(a, a + len(block)))
             index.save(out)
+        if spec.get("params", {}).get("fde_index") == "ivfpq":
+            # bulk load done: compaction turns the float16 encodings saved before training into codes
+            index.compact()
+            index.save(out)
 
     def __init__(self, spec: dict[str, Any], out: Path) -> None:
         from indexes import MultiVectorIndex
@@ -108,7 +112,7 @@ class Ours:
 
     @staticmethod
     def classify(name: str) -> str:
-        if name.endswith(".fde.npy"):
+        if name.endswith((".fde.npy", ".cand.npy", ".faiss")):
             return "cand"
         if name.endswith((".vectors.npy", ".scales.npy")):
             return "vectors"
@@ -302,20 +306,25 @@ def system_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
             "settings": [{}],
         },
     ]
+    nprobes = [int(x) for x in args.nprobe.split(",")]
     for fde in args.fde.split(","):
         ks, dp, rr = (int(x) for x in fde.split("/"))
         for codec in args.codecs.split(","):
             if codec != "int8" and fde != args.fde.split(",")[0]:
                 continue  # other codecs only with the first FDE setting
-            specs.append(
-                {
-                    "name": f"ours-muvera-{codec}-k{ks}d{dp}r{rr}",
-                    "impl": "ours",
-                    "label": f"ours MUVERA {ks}/{dp}/{rr} ({rr * 2**ks * dp}-d) {codec}",
-                    "params": {"candidates": "muvera", "codec": codec, "k_sim": ks, "d_proj": dp, "r_reps": rr},
-                    "settings": [{"n_candidates": n} for n in n_cands],
-                }
-            )
+            for fde_index in args.fde_index.split(","):
+                params = {"candidates": "muvera", "codec": codec, "k_sim": ks, "d_proj": dp, "r_reps": rr}
+                name = f"ours-muvera-{codec}-k{ks}d{dp}r{rr}"
+                label = f"ours MUVERA {ks}/{dp}/{rr} ({rr * 2**ks * dp}-d)"
+                settings: list[dict[str, Any]] = [{"n_candidates": n} for n in n_cands]
+                if fde_index == "ivfpq":
+                    pq_m = args.pq_m or rr * 2**ks * dp // 32
+                    params.update(fde_index="ivfpq", pq_m=pq_m, train_pages=min(args.train_pages, args.pages))
+                    name, label = f"{name}-ivfpq{pq_m}", f"{label} IVF-PQ{pq_m}"
+                    settings = [{"n_candidates": n, "nprobe": p} for p in nprobes for n in n_cands]
+                specs.append(
+                    {"name": name, "impl": "ours", "label": f"{label} {codec}", "params": params, "settings": settings}
+                )
     specs.append(
         {"name": "colpali", "impl": "colpali", "label": "colpali-engine score_multi_vector fp32", "settings": [{}]}
     )
@@ -487,6 +496,10 @@ def main() -> int:
     ap.add_argument("--n-candidates", default="100,200,500,1000", help="ours-muvera sweep")
     ap.add_argument("--fde", default="4/16/16,5/16/20,3/8/8", help="MUVERA k_sim/d_proj/r_reps settings")
     ap.add_argument("--codecs", default="int8,float16")
+    ap.add_argument("--fde-index", default="flat,ivfpq", help="how ours-muvera searches the encodings")
+    ap.add_argument("--pq-m", type=int, default=0, help="IVF-PQ bytes per page (default: encoding size / 32)")
+    ap.add_argument("--nprobe", default="16,64", help="IVF-PQ lists probed (sweep)")
+    ap.add_argument("--train-pages", type=int, default=5000, help="pages the IVF-PQ index is trained on")
     ap.add_argument("--cache", type=Path, default=Path("/work/bench-cache"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per child process")

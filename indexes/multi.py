@@ -6,7 +6,9 @@ Pages are stored contiguous per segment, with an offsets table::
     seg-000001.scales.npy    float32 (n_vectors,)   codec "int8" only: vector = int8 row * scale
     seg-000001.offsets.npy   int64   (n_pages + 1,)  page i is vectors[offsets[i]:offsets[i+1]]
     seg-000001.ids.npy       int64   (n_pages,)      the pages' ids
-    seg-000001.fde.npy       float16 (n_pages, D)    candidates "muvera" only: each page's MUVERA FDE
+    seg-000001.fde.npy       float16 (n_pages, D)    candidates "muvera", flat: each page's MUVERA FDE
+    seg-000001.cand.npy      uint8   (n_pages, C)    candidates "muvera", ivfpq: each FDE's IVF-PQ code
+    candidates-000004.faiss  the trained (empty) IVF-PQ index of the codes, written once
 
 ``codec="int8"`` stores every vector as symmetric int8 with its own float32 scale
 (``max|x| / 127``): half the bytes of float16, and a MaxSim error of at most
@@ -15,6 +17,12 @@ encoding (:mod:`indexes.muvera`) of every page; a search scans these (one inner 
 page), takes the ``n_candidates`` best pages per query and re-ranks them by MaxSim on the stored
 vectors. FDE rows live in the same segments as their pages, so adds, removals, compaction and
 crash-safe saves treat them like the vectors.
+
+``fde_index="ivfpq"`` compresses the encodings instead (:mod:`indexes.candidates`): once the
+index holds ``train_pages`` pages a FAISS IVF-PQ index is trained on their encodings, and from
+then on each page keeps a ``1-2 + pq_m``-byte code instead of its float16 encoding; a search
+probes ``nprobe`` inverted lists instead of scanning every encoding. Segments saved before the
+training keep their float16 encodings (encoded again at load) until :meth:`compact`.
 
 Vectors are memory-mapped on load and after each save, so an index larger than RAM can
 be searched; see :mod:`indexes.maxsim` for the scan and :mod:`indexes.segments` for the
@@ -33,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from indexes.candidates import DEFAULT_NPROBE, DEFAULT_TRAIN_PAGES, MIN_TRAIN_PAGES, IvfPqCandidates, check_pq_m
 from indexes.devices import resolve_torch_device
 from indexes.errors import IndexFormatError, IndexInputError, UnknownIdError
 from indexes.maxsim import (
@@ -47,7 +56,7 @@ from indexes.maxsim import (
 from indexes.muvera import Muvera
 from indexes.pooling import check_pool_factor, pool_pages
 from indexes.segments import Segment, SegmentTable, as_id_array
-from indexes.storage import load_array, read_manifest, segment_file
+from indexes.storage import atomic_path, load_array, read_manifest, segment_file
 from indexes.topk import RunningTopK
 
 logger = logging.getLogger(__name__)
@@ -61,12 +70,16 @@ CODECS = ("float16", "int8")
 CANDIDATES = (None, "muvera")
 #: Default number of pages re-ranked by MaxSim per query with ``candidates="muvera"``.
 DEFAULT_N_CANDIDATES = 200
+#: How MUVERA encodings are searched: scanned as float16 rows, or through a FAISS IVF-PQ index.
+FDE_INDEXES = ("flat", "ivfpq")
 #: Default MUVERA parameters (``d_proj`` is capped at ``dim``).
 MUVERA_DEFAULTS = {"k_sim": 4, "d_proj": 16, "r_reps": 16, "seed": 42}
 #: FDE rows scanned per block during candidate generation.
 _FDE_BLOCK = 2048
 #: Candidate page vectors re-ranked per GEMM (bounds the re-ranking memory).
 _RERANK_BLOCK = 65536
+#: Most encodings the IVF-PQ candidate index is trained on.
+_TRAIN_SAMPLE = 25000
 #: Parts stored per vector (the others are per page, except ``offsets``).
 _VECTOR_PARTS = ("vectors", "scales")
 
@@ -85,6 +98,14 @@ def _merge(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         if name != "offsets":
             out[name] = np.concatenate([np.asarray(p[name]) for p in parts], axis=0)
     return out
+
+
+def _segment_meta(seg: Segment) -> dict[str, Any]:
+    """Manifest entry extras of a segment: its vector count (and IVF-PQ code size)."""
+    meta = {"vectors": int(seg.arrays["vectors"].shape[0])}
+    if "cand" in seg.arrays:
+        meta["cand_bytes"] = int(seg.arrays["cand"].shape[1])
+    return meta
 
 
 def quantize_int8(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +176,11 @@ class MultiVectorIndex:
     encoding of every page and re-ranks only the ``n_candidates`` pages whose encodings score
     best (approximate; :meth:`search` can override ``n_candidates`` or ask for ``exact``).
     ``k_sim``, ``d_proj``, ``r_reps``, ``seed``: MUVERA parameters (see :class:`indexes.muvera.Muvera`;
-    the encoding has ``r_reps * 2**k_sim * d_proj`` values, stored as float16).
+    the encoding has ``r_reps * 2**k_sim * d_proj`` values).
+    ``fde_index``: ``"flat"`` (default) stores each encoding as float16 and scans them all;
+    ``"ivfpq"`` stores a FAISS IVF-PQ code of ``pq_m`` (+1-2) bytes per page once ``train_pages``
+    pages are indexed (``nlist`` inverted lists, chosen at training when not given) and probes
+    ``nprobe`` lists per query (search-time; settable). Needs FAISS (the ``cpu``/``gpu`` extra).
     """
 
     def __init__(
@@ -174,6 +199,11 @@ class MultiVectorIndex:
         d_proj: int | None = None,
         r_reps: int | None = None,
         seed: int | None = None,
+        fde_index: str | None = None,
+        nlist: int | None = None,
+        pq_m: int | None = None,
+        nprobe: int | None = None,
+        train_pages: int | None = None,
     ) -> None:
         self.dim = _check_positive_int(dim, "dim")
         self.block_size = _check_positive_int(block_size, "block_size")
@@ -191,8 +221,34 @@ class MultiVectorIndex:
         elif any(v is not None for v in muvera_args.values()):
             extra = ", ".join(key for key, v in muvera_args.items() if v is not None)
             raise IndexInputError(f"{extra} apply to candidates='muvera' only")
-        #: Search-time parameters (``n_candidates``); changes apply to the next search and are saved.
+        #: Search-time parameters (``n_candidates``, ``nprobe``); changes apply to the next search and are saved.
         self.params: dict[str, Any] = {"n_candidates": _check_positive_int(n_candidates, "n_candidates")}
+        ivf_args = {"nlist": nlist, "pq_m": pq_m, "nprobe": nprobe, "train_pages": train_pages}
+        if fde_index is not None and self.muvera is None:
+            raise IndexInputError("fde_index applies to candidates='muvera' only")
+        self.fde_index = "flat" if fde_index is None else str(fde_index)
+        if self.fde_index not in FDE_INDEXES:
+            raise IndexInputError(f"unknown fde_index {fde_index!r}; choose one of {', '.join(FDE_INDEXES)}")
+        #: ``fde_index="ivfpq"``: build-time settings (``nlist``/``pq_m`` are filled in at training).
+        self.ivf_settings: dict[str, int | None] = {}
+        if self.fde_index == "ivfpq":
+            assert self.muvera is not None
+            self.ivf_settings = {
+                "nlist": None if nlist is None else _check_positive_int(nlist, "nlist"),
+                "pq_m": None if pq_m is None else check_pq_m(_check_positive_int(pq_m, "pq_m"), self.muvera.output_dim),
+                "train_pages": _check_positive_int(
+                    DEFAULT_TRAIN_PAGES if train_pages is None else train_pages, "train_pages"
+                ),
+            }
+            if self.ivf_settings["train_pages"] < MIN_TRAIN_PAGES:
+                raise IndexInputError(f"train_pages must be at least {MIN_TRAIN_PAGES} (the PQ codebook size)")
+            self.params["nprobe"] = _check_positive_int(DEFAULT_NPROBE if nprobe is None else nprobe, "nprobe")
+        elif any(v is not None for v in ivf_args.values()):
+            extra = ", ".join(key for key, v in ivf_args.items() if v is not None)
+            raise IndexInputError(f"{extra} apply to fde_index='ivfpq' only")
+        #: The trained IVF-PQ index holding every row's code (``None``: flat, or not trained yet).
+        self._ivf: IvfPqCandidates | None = None
+        self._ivf_file: tuple[Path, str] | None = None  # (directory, file) its trained index was saved to
         self.device = resolve_torch_device(device)
         self._mmap = True
         self._table = SegmentTable("multi", _merge)
@@ -231,6 +287,9 @@ class MultiVectorIndex:
         }
         if self.muvera is not None:
             out.update({key: v for key, v in self.muvera.to_dict().items() if key != "dim"})
+            out["fde_index"] = self.fde_index
+        if self.fde_index == "ivfpq":
+            out.update(self.ivf_settings, nprobe=self.params["nprobe"])
         return out
 
     @property
@@ -289,9 +348,73 @@ class MultiVectorIndex:
             else:
                 arrays["vectors"] = _concat_float16(pages, offsets, self.dim)
             if self.muvera is not None:
-                arrays["fde"] = self.muvera.encode_documents(pages).astype(np.float16)
-            self._table.append(arrays)
+                fde = self.muvera.encode_documents(pages)
+                if self._ivf is not None:
+                    arrays["cand"] = self._ivf.encode(fde)
+                else:
+                    arrays["fde"] = fde.astype(np.float16)
+            first = self._table.append(arrays)
             self._lengths = None
+            if self._ivf is not None:
+                self._ivf.add(arrays["cand"], np.arange(first, first + len(pages), dtype=np.int64))
+            else:
+                self._maybe_train()
+
+    # ------------------------------------------------------ IVF-PQ candidates
+    def _maybe_train(self) -> None:
+        """Train the IVF-PQ candidate index once ``train_pages`` pages are stored (``fde_index="ivfpq"``).
+
+        Trains on (a sample of at most :data:`_TRAIN_SAMPLE`) stored encodings; unsaved segments
+        then swap their float16 encodings for codes, saved ones keep them until :meth:`compact`.
+        """
+        if self.fde_index != "ivfpq" or self._ivf is not None:
+            return
+        rows = self._table.num_rows
+        train_pages = self.ivf_settings["train_pages"]
+        assert train_pages is not None
+        if rows < train_pages:
+            return
+        sample = np.arange(rows, dtype=np.int64)
+        if rows > _TRAIN_SAMPLE:
+            sample = np.sort(np.random.default_rng(0).choice(rows, _TRAIN_SAMPLE, replace=False))
+        fde = self._row_part(sample, "fde").astype(np.float32)
+        self._ivf = IvfPqCandidates.train(fde, nlist=self.ivf_settings["nlist"], pq_m=self.ivf_settings["pq_m"])
+        self.ivf_settings.update(nlist=self._ivf.nlist, pq_m=self._ivf.pq_m)
+        for seg in self._table.segments:
+            if seg.name is None:  # not on disk yet: store codes instead of encodings
+                seg.arrays["cand"] = self._encode_fde(seg.arrays.pop("fde"))
+        self._rebuild_ivf()
+
+    def _encode_fde(self, fde: np.ndarray) -> np.ndarray:
+        """IVF-PQ codes of float16 encodings, in blocks (bounds the float32 copy)."""
+        assert self._ivf is not None
+        blocks = [
+            self._ivf.encode(np.asarray(fde[a : a + _FDE_BLOCK], np.float32)) for a in range(0, len(fde), _FDE_BLOCK)
+        ]
+        return np.concatenate(blocks) if blocks else self._ivf.encode(np.zeros((0, self._ivf.dim), np.float32))
+
+    def _segment_codes(self, seg: Segment) -> np.ndarray:
+        return np.asarray(seg.arrays["cand"]) if "cand" in seg.arrays else self._encode_fde(seg.arrays["fde"])
+
+    def _rebuild_ivf(self) -> None:
+        """Refill the IVF-PQ index with every row's code (after training, loading or compaction)."""
+        assert self._ivf is not None
+        self._ivf.reset()
+        for seg, start in zip(self._table.segments, self._table.row_starts.tolist()):
+            self._ivf.add(self._segment_codes(seg), np.arange(start, start + seg.rows, dtype=np.int64))
+
+    def _write_candidates(self, directory: Path, generation: int, rebind: bool) -> tuple[dict[str, Any], list[str]]:
+        """Save hook: write the trained IVF-PQ index once per directory; name it in the manifest."""
+        if self._ivf is None:
+            return {"candidate_index": None}, []
+        where = directory.resolve()
+        if self._ivf_file is None or self._ivf_file[0] != where:
+            name = f"candidates-{generation:06d}.faiss"
+            with atomic_path(directory / name) as tmp:
+                self._ivf.write(tmp)
+            self._ivf_file = (where, name)
+        name = self._ivf_file[1]
+        return {"candidate_index": {"file": name, "code_size": self._ivf.code_size}}, [name]
 
     def _check_page(self, page: Any, i: int) -> np.ndarray:
         """Validate page ``i``; return it as a float16 or float32 ``(n, dim)`` array within float16 range."""
@@ -334,10 +457,14 @@ class MultiVectorIndex:
                 arrays, lengths = self._gather_parts(rows, self._stored_vector_parts())
                 arrays["offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
                 arrays["ids"] = self._table.all_ids[rows].copy()
-                if self.muvera is not None:
+                if self._ivf is not None:
+                    arrays["cand"] = self._row_codes(rows)
+                elif self.muvera is not None:
                     arrays["fde"] = self._row_part(rows, "fde")
                 self._table.replace_all(arrays)
             self._lengths = None
+            if self._ivf is not None:
+                self._rebuild_ivf()
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Persist to ``directory``: new segments only, then an atomic manifest replace.
@@ -356,6 +483,9 @@ class MultiVectorIndex:
             if self.muvera is not None:
                 params["muvera"] = self.muvera.to_dict()
                 params["fde_dim"] = self.muvera.output_dim
+                params["fde_index"] = self.fde_index
+            if self.fde_index == "ivfpq":
+                params.update(self.ivf_settings, nprobe=self.params["nprobe"])
             header = {
                 "dim": self.dim,
                 "index_type": INDEX_TYPE,
@@ -366,7 +496,8 @@ class MultiVectorIndex:
             self._table.save(
                 directory,
                 header=header,
-                segment_meta=lambda seg: {"vectors": int(seg.arrays["vectors"].shape[0])},
+                segment_meta=_segment_meta,
+                extra=self._write_candidates if self.fde_index == "ivfpq" else None,
                 mmap_after=self._mmap,
                 loader=self._segment_loader(),
             )
@@ -406,13 +537,26 @@ class MultiVectorIndex:
                 d_proj=muvera.get("d_proj"),
                 r_reps=muvera.get("r_reps"),
                 seed=muvera.get("seed"),
+                fde_index=params.get("fde_index"),
+                nlist=params.get("nlist"),
+                pq_m=params.get("pq_m"),
+                nprobe=params.get("nprobe"),
+                train_pages=params.get("train_pages"),
             )
         except IndexInputError as exc:
             raise IndexFormatError(f"{directory}/index.json has bad parameters: {exc}") from exc
         index._mmap = mmap
-        index._table, _ = SegmentTable.load(
+        index._table, manifest = SegmentTable.load(
             directory, kind="multi", merger=_merge, loader=index._segment_loader(), mmap=mmap
         )
+        cand = manifest.get("candidate_index")
+        coded = any("cand" in seg.arrays for seg in index._table.segments)
+        if index.fde_index == "ivfpq" and isinstance(cand, dict) and isinstance(cand.get("file"), str):
+            index._ivf = IvfPqCandidates.read(directory / cand["file"])
+            index._ivf_file = (directory.resolve(), cand["file"])
+            index._rebuild_ivf()
+        elif coded or cand:
+            raise IndexFormatError(f"{directory}/index.json lacks a valid candidate_index for its IVF-PQ codes")
         return index
 
     def _stored_vector_parts(self) -> tuple[str, ...]:
@@ -440,9 +584,17 @@ class MultiVectorIndex:
                 arrays["scales"] = load_array(
                     directory / segment_file(name, "scales"), dtype="float32", shape=(n_vec,), mmap=mmap
                 )
-            if fde_dim is not None:
+            parts = entry.get("parts") or ["fde"]
+            if fde_dim is not None and "fde" in parts:
                 arrays["fde"] = load_array(
                     directory / segment_file(name, "fde"), dtype="float16", shape=(rows, fde_dim), mmap=mmap
+                )
+            if fde_dim is not None and "cand" in parts:
+                code_size = entry.get("cand_bytes")
+                if not isinstance(code_size, int):
+                    raise IndexFormatError(f"segment {name} in {directory}/index.json has no code size")
+                arrays["cand"] = load_array(
+                    directory / segment_file(name, "cand"), dtype="uint8", shape=(rows, code_size), mmap=mmap
                 )
             offsets = arrays["offsets"]
             if offsets[0] != 0 or offsets[-1] != n_vec or (rows and np.diff(offsets).min() < 1):
@@ -504,6 +656,19 @@ class MultiVectorIndex:
                 chunks.append(np.asarray(arr[local[group]]))
         return np.concatenate(chunks, axis=0)
 
+    def _row_codes(self, rows: np.ndarray) -> np.ndarray:
+        """IVF-PQ codes of the pages ``rows`` (ascending), stacked (encoded from float16 where not stored)."""
+        seg_idx, local = self._table.locate(rows)
+        bounds = np.flatnonzero(np.diff(seg_idx)) + 1
+        chunks = []
+        for group in np.split(np.arange(rows.size), bounds):
+            if group.size:
+                seg = self._table.segments[int(seg_idx[group[0]])]
+                part = "cand" if "cand" in seg.arrays else "fde"
+                picked = np.asarray(seg.arrays[part][local[group]])
+                chunks.append(picked if part == "cand" else self._encode_fde(picked))
+        return np.concatenate(chunks, axis=0)
+
     def get(self, id: int) -> np.ndarray:
         """The stored ``(n, dim)`` vectors of page ``id`` (pooled if pooling is on): float16, or
         float32 dequantised from int8."""
@@ -513,9 +678,16 @@ class MultiVectorIndex:
                 raise UnknownIdError(f"id {id} is not in the index")
             return self._gather(np.array([row], np.int64))[0]
 
-    def _fde_candidates(self, queries: list[np.ndarray], rows: np.ndarray, n: int) -> np.ndarray:
-        """``(n_queries, n)`` rows (ascending per query) whose page FDEs best match each query's FDE."""
+    def _fde_candidates(self, queries: list[np.ndarray], rows: np.ndarray, n: int, nprobe: int) -> list[np.ndarray]:
+        """Per query, up to ``n`` of ``rows`` (ascending) whose page FDEs best match the query's FDE."""
         assert self.muvera is not None
+        if self._ivf is not None:
+            mask = None
+            if rows.size < self._table.num_rows:  # tombstones or a filter
+                mask = np.zeros(self._table.num_rows, dtype=bool)
+                mask[rows] = True
+            found = self._ivf.search(self.muvera.encode_queries(queries), n, nprobe=nprobe, mask=mask)
+            return [np.sort(r[r >= 0]) for r in found]
         q_fde = torch.from_numpy(self.muvera.encode_queries(queries))  # (nq, D) float32
         topk = RunningTopK(len(queries), n)
         seg_idx, local = self._table.locate(rows)
@@ -535,7 +707,7 @@ class MultiVectorIndex:
                         block = block.copy()
                     scores = torch.from_numpy(block).to(torch.float32) @ q_fde.T  # (b, nq)
                     topk.push(scores.T.numpy(), rows[group[start : start + _FDE_BLOCK]])
-        return np.sort(topk.result()[1], axis=1)
+        return list(np.sort(topk.result()[1], axis=1))
 
     def search(
         self,
@@ -544,6 +716,7 @@ class MultiVectorIndex:
         *,
         allowed_ids: Any = None,
         n_candidates: int | None = None,
+        nprobe: int | None = None,
         exact: bool = False,
     ) -> Hits:
         """MaxSim top-``k`` pages for each query.
@@ -557,9 +730,14 @@ class MultiVectorIndex:
         :attr:`n_candidates`; at least ``k``) whose MUVERA encodings best match the query are
         scored; the encodings of the allowed pages only are scanned, so a filtered search still
         returns ``min(k, allowed pages)`` hits. ``exact=True`` scores every (allowed) page.
+        With ``fde_index="ivfpq"``, ``nprobe`` (default: the index's) inverted lists are probed; a
+        query whose probed lists hold fewer than ``k`` allowed pages is answered exactly.
         """
         k = _check_positive_int(k, "k")
         n_cand = self.n_candidates if n_candidates is None else _check_positive_int(n_candidates, "n_candidates")
+        if nprobe is not None and self.fde_index != "ivfpq":
+            raise IndexInputError("nprobe applies to fde_index='ivfpq' only")
+        probe = _check_positive_int(nprobe if nprobe is not None else self.params.get("nprobe", 1), "nprobe")
         qs = as_query_list(queries, self.dim)
         with self._lock:
             rows = self._table.candidate_rows(allowed_ids)
@@ -567,11 +745,16 @@ class MultiVectorIndex:
             if self.muvera is None or exact or rows.size <= n_cand or not qs:
                 ids, scores = self._score(qs, rows, k)
             else:
-                per_query = self._fde_candidates(qs, rows, n_cand)
-                if self.device.type == "cpu":
-                    found = [self._rerank(q, r, k) for q, r in zip(qs, per_query)]
-                else:  # the block scan runs on the scoring device
-                    found = [self._score([q], r, k) for q, r in zip(qs, per_query)]
+                per_query = self._fde_candidates(qs, rows, n_cand, probe)
+                found = []
+                for q, cand in zip(qs, per_query):
+                    if cand.size < k:  # the probed lists hold too few allowed pages
+                        logger.debug("%d candidates for k=%d: scoring %d pages exactly", cand.size, k, rows.size)
+                        cand = rows
+                    if self.device.type == "cpu":
+                        found.append(self._rerank(q, cand, k))
+                    else:  # the block scan runs on the scoring device
+                        found.append(self._score([q], cand, k))
                 return [[(int(i), float(s)) for i, s in zip(id_row[0], s_row[0])] for id_row, s_row in found]
         return [[(int(i), float(s)) for i, s in zip(id_row, s_row)] for id_row, s_row in zip(ids, scores)]
 
@@ -587,8 +770,10 @@ class MultiVectorIndex:
         lengths = self._page_lengths()[rows]
         with torch.inference_mode(), single_threaded_torch():
             for a, b in plan_blocks(lengths, _RERANK_BLOCK):
-                vecs, b_lengths = self._gather(rows[a:b])
-                sim = torch.from_numpy(vecs).to(torch.float32) @ q_t  # (T, m)
+                parts, b_lengths = self._gather_parts(rows[a:b], self._stored_vector_parts())
+                sim = torch.from_numpy(parts["vectors"]).to(torch.float32) @ q_t  # (T, m)
+                if "scales" in parts:  # int8: vector = row * scale, so scale the similarities instead
+                    sim.mul_(torch.from_numpy(parts["scales"])[:, None])
                 block_scores = segment_max(sim, b_lengths).sum(dim=1)  # (pages,)
                 topk.push(block_scores[None, :].numpy(), rows[a:b])
         scores, top_rows = topk.result()

@@ -34,6 +34,8 @@ from indexes.maxsim import as_query_list
 
 #: Page vectors encoded per chunk (bounds the temporary memory of :meth:`Muvera.encode_documents`).
 CHUNK_VECTORS = 16384
+#: Elements of the (item-reps, buckets, codes) table built per step when filling empty buckets.
+_FILL_ELEMENTS = 1 << 22
 
 
 def _positive(value: Any, name: str, *, high: int | None = None) -> int:
@@ -138,7 +140,8 @@ class Muvera:
         item = torch.repeat_interleave(torch.arange(n_items), lengths)  # (N,)
         bits = (x @ self._hash).view(n, r, self.k_sim) > 0  # (N, r, k)
         code = (bits.to(torch.int64) * self._bit_weights).sum(dim=2)  # (N, r) bucket of each vector
-        proj = (x if self._proj is None else x @ self._proj).view(n, r, dp)  # (N, r, dp)
+        # (N, r, dp); with d_proj == dim every repetition sees the vectors themselves
+        proj = x[:, None, :].expand(n, r, dp) if self._proj is None else (x @ self._proj).view(n, r, dp)
         # one slot per (item, repetition, bucket)
         slot = (item[:, None] * r + torch.arange(r)[None, :]) * b + code  # (N, r)
         sums = torch.zeros((n_items * r * b, dp), dtype=torch.float32)
@@ -161,16 +164,27 @@ class Muvera:
         item: torch.Tensor,
         lengths: torch.Tensor,
     ) -> None:
-        """Give each empty (item, rep, bucket) slot the projected vector nearest in Hamming distance."""
+        """Give each empty (item, rep, bucket) slot the projected vector nearest in Hamming distance.
+
+        Nearest means: the occupied code nearest to the bucket in Hamming distance, then the
+        earliest vector with that code, so only the earliest vector per (item, rep, code) and a
+        ``(B, B)`` distance table per (item, rep) are needed.
+        """
         n, r = code.shape
         b = self.buckets
         row = torch.arange(n)
-        # key = hamming * n + row: the minimum over an item's rows picks the nearest, then the earliest
-        key = self._hamming[code] * n + row[:, None, None]  # (N, r, B)
-        slot = ((item[:, None] * r + torch.arange(r)[None, :]) * b)[:, :, None] + torch.arange(b)  # (N, r, B)
-        best = torch.full((sums.shape[0],), torch.iinfo(torch.int64).max, dtype=torch.int64)
-        best.scatter_reduce_(0, slot.reshape(-1), key.reshape(-1), reduce="amin")
+        slot = ((item[:, None] * r + torch.arange(r)[None, :]) * b + code).reshape(-1)  # (N * r,)
+        first = torch.full((sums.shape[0],), n, dtype=torch.int64)  # n: no vector has this code
+        first.scatter_reduce_(0, slot, row[:, None].expand(n, r).reshape(-1), reduce="amin")
+        first = first.view(-1, b)  # (items * r, B): earliest row of each code
+        best = torch.empty(first.shape, dtype=torch.int64)
+        never = torch.iinfo(torch.int64).max
+        step = max(1, _FILL_ELEMENTS // (b * b))
+        for a in range(0, first.shape[0], step):
+            blk = first[a : a + step, None, :]  # (s, 1, B) over codes
+            key = torch.where(blk < n, self._hamming[None] * n + blk, never)  # (s, B buckets, B codes)
+            best[a : a + step] = key.amin(dim=2)
         empty = torch.nonzero(~filled).squeeze(1)
-        src_row = best[empty] % n
+        src_row = best.view(-1)[empty] % n
         rep = (empty // b) % r
         sums[empty] = proj[src_row, rep]

@@ -78,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="index parameter: FAISS ones, e.g. hnsw_m=32, ef_search=128, nlist=1024, pq_m=16, nprobe=16; "
-        "maxsim ones: codec=int8, candidates=muvera, n_candidates=200, k_sim, d_proj, r_reps, seed "
+        "maxsim ones: codec=int8, candidates=muvera, n_candidates=200, k_sim, d_proj, r_reps, seed, "
+        "fde_index=ivfpq, nlist, pq_m, nprobe, train_pages "
         "(on an existing collection only the search-time ones: ef_search, nprobe, refine_factor, "
         "brute_force_max, n_candidates)",
     )

@@ -59,11 +59,24 @@ SEARCH_TIME_PARAMS: dict[str, tuple[str, ...]] = {
     "flat": ("brute_force_max",),
     "hnsw": ("ef_search", "brute_force_max"),
     "ivfpq": ("nprobe", "refine_factor", "brute_force_max"),
-    "maxsim": ("n_candidates",),
+    "maxsim": ("n_candidates", "nprobe"),
 }
 
 #: Options of a ``maxsim`` index (:class:`indexes.MultiVectorIndex`) a collection may set in ``index_params``.
-MAXSIM_PARAMS = ("codec", "candidates", "n_candidates", "k_sim", "d_proj", "r_reps", "seed")
+MAXSIM_PARAMS = (
+    "codec",
+    "candidates",
+    "n_candidates",
+    "k_sim",
+    "d_proj",
+    "r_reps",
+    "seed",
+    "fde_index",
+    "nlist",
+    "pq_m",
+    "nprobe",
+    "train_pages",
+)
 
 #: Encoder settings that :meth:`Collection.open` can be asked to check (they are fixed at creation).
 _FIXED_ENCODER_OPTIONS = ("family", "dim", "max_pixels", "min_pixels", "adapter", "query_instruction")
@@ -445,6 +458,11 @@ class Collection:
         }
         changes: dict[str, Any] = {}
         for key, value in (index_params or {}).items():
+            if key in tunable and built == "maxsim" and key not in current:
+                raise CollectionInputError(
+                    f"this collection's maxsim index has no parameter {key!r} "
+                    "(nprobe needs candidates=muvera with fde_index=ivfpq)"
+                )
             if key in tunable:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise CollectionInputError(f"index parameter {key} must be a positive integer, got {value!r}")

@@ -60,8 +60,12 @@ def test_collection_with_an_approximate_index(tmp_path: Path, src: Path, encoder
     with pytest.raises(CollectionInputError, match="unknown codec"):
         Collection.create(tmp_path / "bad", encoder, device="cpu", index_params={"codec": "int4"})
     with pytest.raises(CollectionInputError, match="unknown maxsim index parameter"):
-        Collection.create(tmp_path / "bad", encoder, device="cpu", index_params={"nprobe": 3})
+        Collection.create(tmp_path / "bad", encoder, device="cpu", index_params={"hnsw_m": 3})
+    with pytest.raises(CollectionInputError, match="nprobe apply to fde_index='ivfpq' only"):
+        Collection.create(tmp_path / "bad", encoder, device="cpu", index_params={"candidates": "muvera", "nprobe": 3})
     assert not (tmp_path / "bad").exists()
+    with Collection.open(tmp_path / "c", device="cpu") as again, pytest.raises(CollectionInputError, match="nprobe"):
+        again.update_index_options(index_params={"nprobe": 4})  # no IVF-PQ candidate index here
 
 
 def test_cli_index_and_exact_search(tmp_path: Path, src: Path, tiny_model_dir, capsys) -> None:
@@ -83,3 +87,21 @@ def test_cli_index_and_exact_search(tmp_path: Path, src: Path, tiny_model_dir, c
     assert main([*base, "--index-param", "n_candidates=3"]) == 0
     assert main([*base, "--index-param", "codec=float16"]) == 2
     assert "codec=int8" in capsys.readouterr().err
+
+
+def test_cli_ivfpq_candidate_options(tmp_path: Path, src: Path, tiny_model_dir, capsys) -> None:
+    d = str(tmp_path / "c")
+    model = str(tiny_model_dir("colqwen2"))
+    base = ["index", str(src), "-c", d, "-m", model, "--device", "cpu", "--dpi", "30", "--index", "maxsim"]
+    params = ["candidates=muvera", "codec=int8", "fde_index=ivfpq", "train_pages=300", "nprobe=8"]
+    assert main([*base, *(x for p in params for x in ("--index-param", p))]) == 0
+    manifest = json.loads((tmp_path / "c" / "index" / "index.json").read_text())
+    assert manifest["params"]["fde_index"] == "ivfpq" and manifest["params"]["nprobe"] == 8
+    assert manifest["candidate_index"] is None  # 5 pages: not trained, the encodings are scanned flat
+    assert main([*base, "--index-param", "nprobe=16"]) == 0  # search-time: applied and saved
+    assert json.loads((tmp_path / "c" / "index" / "index.json").read_text())["params"]["nprobe"] == 16
+    capsys.readouterr()
+    assert main(["search", "revenue", "-c", d, "--json", "-k", "3"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert main([*base, "--index-param", "pq_m=8"]) == 2  # a build option
+    assert "pq_m" in capsys.readouterr().err

@@ -15,35 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.multivector import DIM, N_PAGES, clustered_corpus, recall_at_k
 
 from indexes import IndexFormatError, IndexInputError, MultiVectorIndex, maxsim_scores
-
-DIM = 32
-N_PAGES = 400
-
-
-def _clustered(seed: int = 0, n_pages: int = N_PAGES, n_queries: int = 20):
-    """Pages mixing 3 of 24 topic centres (8..39 unit vectors each); queries are noisy samples of a page."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((24, DIM)).astype(np.float32)
-    pages = []
-    for _ in range(n_pages):
-        topics = rng.choice(24, size=3, replace=False)
-        n = int(rng.integers(8, 40))
-        v = centres[rng.choice(topics, size=n)] + 0.5 * rng.standard_normal((n, DIM)).astype(np.float32)
-        pages.append(v / np.linalg.norm(v, axis=1, keepdims=True))
-    queries = []
-    for _ in range(n_queries):
-        src = pages[int(rng.integers(n_pages))]
-        v = src[rng.choice(src.shape[0], size=6)] + 0.3 * rng.standard_normal((6, DIM)).astype(np.float32)
-        queries.append(v / np.linalg.norm(v, axis=1, keepdims=True))
-    ids = np.arange(n_pages, dtype=np.int64) * 3 + 1
-    return pages, ids, queries
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    return _clustered()
+    return clustered_corpus()
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +36,6 @@ def _approx(**kw) -> MultiVectorIndex:
     return MultiVectorIndex(DIM, device="cpu", candidates="muvera", codec="int8", **kw)
 
 
-def _recall(hits, exact_scores: np.ndarray, ids: np.ndarray, k: int = 10) -> float:
-    found = 0
-    for qi, row in enumerate(hits):
-        truth = set(ids[np.lexsort((np.arange(ids.size), -exact_scores[qi]))[:k]].tolist())
-        found += len(truth & {i for i, _ in row})
-    return found / (k * len(hits))
-
-
 def test_muvera_int8_recall_at_10(corpus, exact) -> None:
     """recall@10 vs exact float32 MaxSim: 0.97 measured with n_candidates=100 (of 400 pages)."""
     pages, ids, queries = corpus
@@ -72,11 +43,11 @@ def test_muvera_int8_recall_at_10(corpus, exact) -> None:
     index.add(pages, ids)
     hits = index.search(queries, 10)
     assert all(len(h) == 10 for h in hits)
-    assert _recall(hits, exact, ids) >= 0.9
+    assert recall_at_k(hits, exact, ids) >= 0.9
     # n_candidates >= pages is exhaustive: only int8 rounding can swap near-ties (0.99 measured)
-    assert _recall(index.search(queries, 10, n_candidates=N_PAGES), exact, ids) >= 0.95
+    assert recall_at_k(index.search(queries, 10, n_candidates=N_PAGES), exact, ids) >= 0.95
     # fewer candidates: worse but still well above chance (10/400)
-    assert _recall(index.search(queries, 10, n_candidates=20), exact, ids) >= 0.5
+    assert recall_at_k(index.search(queries, 10, n_candidates=20), exact, ids) >= 0.5
 
 
 def test_int8_score_error_is_within_the_quantisation_bound(corpus, exact) -> None:
