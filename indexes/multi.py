@@ -293,6 +293,11 @@ class MultiVectorIndex:
         return out
 
     @property
+    def ivf_trained(self) -> bool:
+        """Whether the IVF-PQ candidate index is trained (``fde_index="ivfpq"`` and ``train_pages`` reached)."""
+        return self._ivf is not None
+
+    @property
     def ids(self) -> np.ndarray:
         """int64 ids of the live pages, in insertion order."""
         return self._table.alive_ids()

@@ -42,9 +42,9 @@ def test_ivfpq_recall_and_code_size(tmp_path: Path, corpus, exact) -> None:
     """recall@10 vs exact float32 MaxSim at n_candidates=100 of 400 pages: 0.88 measured (flat float16
     encodings: 0.905); floor 0.8. Probing 1 of the 10 lists: 0.40."""
     pages, ids, queries = corpus
-    index = _ivf()
+    index = _ivf(nlist=10)
     index.add(pages, ids)
-    assert index.ivf_settings["nlist"] == 10 and index.ivf_settings["pq_m"] == 16  # chosen at training (400 pages)
+    assert index.ivf_settings["nlist"] == 10 and index.ivf_settings["pq_m"] == 16  # pq_m: 512-d / 32
     hits = index.search(queries, 10)
     assert all(len(h) == 10 for h in hits)
     assert recall_at_k(hits, exact, ids) >= 0.8
@@ -61,16 +61,17 @@ def test_ivfpq_recall_and_code_size(tmp_path: Path, corpus, exact) -> None:
 def test_training_waits_for_train_pages_then_round_trips(tmp_path: Path, corpus) -> None:
     pages, ids, queries = corpus
     d = tmp_path / "ix"
-    index = _ivf()
+    index = _ivf(nlist=4)
     index.add(pages[:150], ids[:150])
     index.save(d)  # not trained yet: float16 encodings, scanned flat
-    assert index.ivf_settings["nlist"] is None
+    assert not index.ivf_trained
     assert json.loads((d / "index.json").read_text())["candidate_index"] is None
     flat = _ivf(train_pages=10**6)
     flat.add(pages[:150], ids[:150])
     assert index.search(queries, 10) == flat.search(queries, 10)
 
     index.add(pages[150:300], ids[150:300])  # 300 pages: trained here
+    assert index.ivf_trained
     index.save(d)
     index.add(pages[300:], ids[300:])
     index.remove(ids[10:40])
@@ -103,7 +104,7 @@ def test_training_waits_for_train_pages_then_round_trips(tmp_path: Path, corpus)
 
 def test_filters_still_return_k_hits(corpus) -> None:
     pages, ids, queries = corpus
-    index = _ivf(n_candidates=30, nprobe=1)
+    index = _ivf(n_candidates=30, nlist=10, nprobe=1)
     index.add(pages, ids)
     rng = np.random.default_rng(1)
     for n_allowed in (5, 25, 60, 300):
@@ -200,7 +201,7 @@ def test_sigkill_during_the_training_save_keeps_the_previous_state(tmp_path: Pat
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(d), where], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     reopened = MultiVectorIndex.load(d, device="cpu")
-    assert len(reopened) == 150 and reopened.ivf_settings["nlist"] is None and reopened.search(queries, 5) == before
+    assert len(reopened) == 150 and not reopened.ivf_trained and reopened.search(queries, 5) == before
     reopened.add(pages[150:], np.arange(150, 260))
     reopened.remove([0, 1, 2])
     reopened.save(d)
