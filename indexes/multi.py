@@ -20,9 +20,10 @@ crash-safe saves treat them like the vectors.
 
 ``fde_index="ivfpq"`` compresses the encodings instead (:mod:`indexes.candidates`): once the
 index holds ``train_pages`` pages a FAISS IVF-PQ index is trained on their encodings, and from
-then on each page keeps a ``1-2 + pq_m``-byte code instead of its float16 encoding; a search
-probes ``nprobe`` inverted lists instead of scanning every encoding. Segments saved before the
-training keep their float16 encodings (encoded again at load) until :meth:`compact`.
+then on each page keeps a ``1 + pq_m``-byte code instead of its ``2 * D``-byte float16 encoding,
+and a search scans these codes (``nlist=1``, the default) or ``nprobe`` of ``nlist`` inverted
+lists of them. Segments saved before the training keep their float16 encodings (encoded again at
+load) until :meth:`compact`.
 
 Vectors are memory-mapped on load and after each save, so an index larger than RAM can
 be searched; see :mod:`indexes.maxsim` for the scan and :mod:`indexes.segments` for the
@@ -179,8 +180,9 @@ class MultiVectorIndex:
     the encoding has ``r_reps * 2**k_sim * d_proj`` values).
     ``fde_index``: ``"flat"`` (default) stores each encoding as float16 and scans them all;
     ``"ivfpq"`` stores a FAISS IVF-PQ code of ``pq_m`` (+1-2) bytes per page once ``train_pages``
-    pages are indexed (``nlist`` inverted lists, chosen at training when not given) and probes
-    ``nprobe`` lists per query (search-time; settable). Needs FAISS (the ``cpu``/``gpu`` extra).
+    (default 5000, at least 256) pages are indexed, and scans the codes instead (``nlist``
+    inverted lists, default 1; ``nprobe`` of them probed per query: search-time, settable).
+    Needs FAISS (the ``cpu``/``gpu`` extra).
     """
 
     def __init__(
@@ -233,15 +235,14 @@ class MultiVectorIndex:
         self.ivf_settings: dict[str, int | None] = {}
         if self.fde_index == "ivfpq":
             assert self.muvera is not None
+            n_train = _check_positive_int(DEFAULT_TRAIN_PAGES if train_pages is None else train_pages, "train_pages")
+            if n_train < MIN_TRAIN_PAGES:
+                raise IndexInputError(f"train_pages must be at least {MIN_TRAIN_PAGES} (the PQ codebook size)")
             self.ivf_settings = {
                 "nlist": None if nlist is None else _check_positive_int(nlist, "nlist"),
                 "pq_m": None if pq_m is None else check_pq_m(_check_positive_int(pq_m, "pq_m"), self.muvera.output_dim),
-                "train_pages": _check_positive_int(
-                    DEFAULT_TRAIN_PAGES if train_pages is None else train_pages, "train_pages"
-                ),
+                "train_pages": n_train,
             }
-            if self.ivf_settings["train_pages"] < MIN_TRAIN_PAGES:
-                raise IndexInputError(f"train_pages must be at least {MIN_TRAIN_PAGES} (the PQ codebook size)")
             self.params["nprobe"] = _check_positive_int(DEFAULT_NPROBE if nprobe is None else nprobe, "nprobe")
         elif any(v is not None for v in ivf_args.values()):
             extra = ", ".join(key for key, v in ivf_args.items() if v is not None)
