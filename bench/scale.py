@@ -4,6 +4,8 @@
     nice -n 5 .venv/bin/python bench/scale.py --pages 10000          # 10k pages x 260 vectors (pooled)
     .venv/bin/python bench/scale.py --pages 100000 --vectors-per-page 260 --systems ours-exact,ours-muvera
     .venv/bin/python bench/scale.py --pages 10000 --reuse            # reprint the table from cached results
+    .venv/bin/python bench/scale.py --data /work/bench-cache/data/real-colqwen2-tiny-p2000 --queries 50
+                                                       # a prepared corpus of real pages (bench/scale_real.py)
 
 Data (``bench/scale_data.py``; cached under ``--cache``, default ``/work/bench-cache``):
 synthetic ColPali-like pages of ``--vectors-per-page`` 128-d unit vectors (~260 = pooled with
@@ -502,6 +504,12 @@ def main() -> int:
     ap.add_argument("--train-pages", type=int, default=5000, help="pages the IVF-PQ index is trained on")
     ap.add_argument("--cache", type=Path, default=Path("/work/bench-cache"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--data",
+        type=Path,
+        help="a prepared corpus directory (e.g. from bench/scale_real.py; pages and v from its meta.json) "
+        "instead of synthetic data",
+    )
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per child process")
     ap.add_argument("--reuse", action="store_true", help="reuse cached per-system results of the same sizes")
     ap.add_argument("--table-only", action="store_true", help="print the table from cached results only (no runs)")
@@ -520,11 +528,24 @@ def main() -> int:
         args.pages, args.queries = min(args.pages, 2000), min(args.queries, 30)
         args.latency_queries, args.baseline_queries = min(args.latency_queries, 10), min(args.baseline_queries, 10)
         args.baseline_latency_queries = min(args.baseline_latency_queries, 3)
-    v = args.vectors_per_page
     load_start = os.getloadavg()
-    data = scale_data.ensure_data(args.cache, args.pages, v, args.queries, args.seed, log=log)
+    if args.data:
+        meta_path = args.data / "meta.json"
+        if not meta_path.is_file():
+            ap.error(f"--data {args.data}: no meta.json (not a prepared corpus, or its build did not finish)")
+        meta = json.loads(meta_path.read_text())
+        args.pages, v, data = int(meta["pages"]), int(meta["vectors_per_page"]), args.data.resolve()
+        if not (data / f"queries-q{args.queries}.npy").is_file():
+            have = sorted(p.name for p in data.glob("queries-q*.npy"))
+            ap.error(f"--data {data}: no queries-q{args.queries}.npy (has: {', '.join(have) or 'none'})")
+        data_tag = data.name
+    else:
+        v = args.vectors_per_page
+        data = scale_data.ensure_data(args.cache, args.pages, v, args.queries, args.seed, log=log)
+        data_tag = f"p{args.pages}-v{v}-s{args.seed}"
     gt, _ = scale_data.ground_truth(data, v, args.queries, K, log=log)
-    tag = f"p{args.pages}-v{v}-s{args.seed}-q{args.queries}"
+    q_tokens = np.load(data / f"queries-q{args.queries}.npy", mmap_mode="r").shape[1]
+    tag = f"{data_tag}-q{args.queries}"
     results_dir = args.cache / "results" / tag
     results_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -533,7 +554,7 @@ def main() -> int:
             data=str(data),
             v=v,
             queries=args.queries,
-            index=str(args.cache / "indexes" / f"p{args.pages}-v{v}-s{args.seed}" / spec["name"]),
+            index=str(args.cache / "indexes" / data_tag / spec["name"]),
             n_batch=args.baseline_queries if spec["impl"] == "colpali" else args.queries,
             n_latency=args.baseline_latency_queries
             if spec["impl"] == "colpali"
@@ -566,7 +587,9 @@ def main() -> int:
 
     print(
         f"\n### Multi-vector at scale: {args.pages:,} pages x {v} vectors x 128 dims (float16), "
-        f"{args.queries} queries x 20 vectors, recall vs exact float32 MaxSim top-100\n"
+        f"{args.queries} queries x {q_tokens} vectors, recall vs exact float32 MaxSim top-100"
+        + (f" ({data.name})" if args.data else "")
+        + "\n"
     )
     print("\n".join(table(rows, args.pages)))
     print("\nPareto front (recall@10 up, batch q/s up, bytes/page down):\n")
