@@ -7,15 +7,12 @@ on a small deterministic clustered corpus.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support.multivector import DIM, N_PAGES, clustered_corpus, recall_at_k
+from support.multivector import DIM, N_PAGES, clustered_corpus, random_pages, recall_at_k, run_until_sigkill
 
 from indexes import IndexFormatError, IndexInputError, MultiVectorIndex, maxsim_scores
 
@@ -240,16 +237,13 @@ _CHILD = textwrap.dedent(
 @pytest.mark.subprocess
 @pytest.mark.parametrize("part", [".fde.npy", "manifest"])
 def test_sigkill_during_save_keeps_the_previous_state(tmp_path: Path, part: str) -> None:
-    rng = np.random.default_rng(0)
-    pages = [rng.standard_normal((int(rng.integers(3, 20)), DIM)).astype(np.float32) for _ in range(120)]
-    queries = [rng.standard_normal((4, DIM)).astype(np.float32) for _ in range(5)]
+    pages, queries = random_pages(120)
     d = tmp_path / "ix"
     index = _approx(n_candidates=20)
     index.add(pages[:60], np.arange(60))
     index.save(d)
     before = index.search(queries, 5)
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(d), part], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    run_until_sigkill(_CHILD, str(d), part)
     reopened = MultiVectorIndex.load(d, device="cpu")
     assert len(reopened) == 60 and reopened.search(queries, 5) == before
     # the interrupted save's files are orphans: the next save succeeds and cleans them up

@@ -7,15 +7,12 @@ clustered corpus of ``test_approximate``; storage, persistence and crash safety 
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support.multivector import DIM, N_PAGES, clustered_corpus, recall_at_k
+from support.multivector import DIM, N_PAGES, clustered_corpus, random_pages, recall_at_k, run_until_sigkill
 
 from indexes import IndexFormatError, IndexInputError, MultiVectorIndex, maxsim_scores
 
@@ -190,16 +187,13 @@ _CHILD = textwrap.dedent(
 @pytest.mark.subprocess
 @pytest.mark.parametrize("where", ["codes", "trained"])
 def test_sigkill_during_the_training_save_keeps_the_previous_state(tmp_path: Path, where: str) -> None:
-    rng = np.random.default_rng(0)
-    pages = [rng.standard_normal((int(rng.integers(3, 20)), DIM)).astype(np.float32) for _ in range(260)]
-    queries = [rng.standard_normal((4, DIM)).astype(np.float32) for _ in range(5)]
+    pages, queries = random_pages(260)
     d = tmp_path / "ix"
     index = _ivf(n_candidates=20)
     index.add(pages[:150], np.arange(150))
     index.save(d)
     before = index.search(queries, 5)
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(d), where], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    run_until_sigkill(_CHILD, str(d), where)
     reopened = MultiVectorIndex.load(d, device="cpu")
     assert len(reopened) == 150 and not reopened.ivf_trained and reopened.search(queries, 5) == before
     reopened.add(pages[150:], np.arange(150, 260))

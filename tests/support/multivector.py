@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+
 import numpy as np
 
 DIM = 32
@@ -34,3 +38,21 @@ def recall_at_k(hits, exact_scores: np.ndarray, ids: np.ndarray, k: int = 10) ->
         truth = set(ids[np.lexsort((np.arange(ids.size), -exact_scores[qi]))[:k]].tolist())
         found += len(truth & {i for i, _ in row})
     return found / (k * len(hits))
+
+
+def random_pages(n_pages: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``n_pages`` pages of 3..19 random ``DIM``-d vectors, then 5 queries of 4 vectors (crash tests).
+
+    The first pages are the same whatever ``n_pages`` (one generator, pages drawn first), so
+    a child process can regenerate them.
+    """
+    rng = np.random.default_rng(seed)
+    pages = [rng.standard_normal((int(rng.integers(3, 20)), DIM)).astype(np.float32) for _ in range(n_pages)]
+    queries = [rng.standard_normal((4, DIM)).astype(np.float32) for _ in range(5)]
+    return pages, queries
+
+
+def run_until_sigkill(child_source: str, *args: str) -> None:
+    """Run ``python -c child_source *args`` and check that it died of SIGKILL (as the child arranges)."""
+    proc = subprocess.run([sys.executable, "-c", child_source, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
