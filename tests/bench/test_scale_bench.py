@@ -77,3 +77,37 @@ def test_scale_script_smoke(tmp_path: Path) -> None:
     assert "not run" not in proc.stdout
     res = json.loads((tmp_path / "results" / "p300-v260-s0-q5" / "qdrant-sq.json").read_text())
     assert res["disk"]["cand"] > 0 and res["disk"]["vectors"] > 0
+
+
+@pytest.mark.subprocess
+def test_candidate_generators_script(tmp_path: Path) -> None:
+    """bench/scale_candidates.py on a small corpus: every generator keeps most of the top 10 at n = all pages."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "scale_candidates.py"),
+            "--cache",
+            str(tmp_path),
+            "--pages",
+            "300",
+            "--vectors-per-page",
+            "20",
+            "--queries",
+            "4",
+            "--n",
+            "10,300",
+            "--fde",
+            "2/8/2",
+            "--centroids",
+            "64",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("|")[1].strip(): line.split("|") for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"muvera", "muvera-pq", "muvera-hnsw", "centroids"}
+    for name in ("muvera", "muvera-pq", "muvera-hnsw", "centroids"):
+        assert float(rows[name][3]) == 1.0  # n = every page: the whole top 10
+        assert 0.0 <= float(rows[name][2]) <= 1.0
