@@ -121,10 +121,6 @@ class IvfPqCandidates:
         """Bytes per page: list number + PQ code."""
         return int(self.index.sa_code_size())
 
-    @property
-    def ntotal(self) -> int:
-        return int(self.index.ntotal)
-
     # ----------------------------------------------------------------- codes
     def encode(self, fde: np.ndarray) -> np.ndarray:
         """``(n, code_size)`` uint8 codes of ``(n, fde_dim)`` encodings."""

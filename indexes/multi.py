@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -615,23 +615,17 @@ class MultiVectorIndex:
     # --------------------------------------------------------------- reading
     def _gather_parts(self, rows: np.ndarray, parts: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Per-vector ``parts`` of the pages ``rows`` (ascending) back to back, and the pages' lengths."""
-        table = self._table
-        seg_idx, local = table.locate(rows)
         lengths = self._page_lengths()[rows]
         total = int(lengths.sum())
         if rows.size == 0:
             dtypes = {"vectors": np.int8 if self.codec == "int8" else np.float16, "scales": np.float32}
             return {p: np.empty((0, self.dim) if p == "vectors" else (0,), dtypes[p]) for p in parts}, lengths
-        first = table.segments[int(seg_idx[0])].arrays
+        groups = list(self._segment_groups(rows))
+        first = groups[0][0].arrays
         out = {part: np.empty((total, *first[part].shape[1:]), dtype=first[part].dtype) for part in parts}
         pos = 0
-        bounds = np.flatnonzero(np.diff(seg_idx)) + 1
-        for group in np.split(np.arange(rows.size), bounds):
-            if group.size == 0:
-                continue
-            seg: Segment = table.segments[int(seg_idx[group[0]])]
+        for seg, _, loc in groups:
             offsets = seg.arrays["offsets"]
-            loc = local[group]
             starts, ends = offsets[loc], offsets[loc + 1]
             # copy contiguous runs of pages in one slice each
             breaks = np.flatnonzero(starts[1:] != ends[:-1]) + 1
@@ -651,28 +645,25 @@ class MultiVectorIndex:
         parts, lengths = self._gather_parts(rows, ("vectors",))
         return parts["vectors"], lengths
 
-    def _row_part(self, rows: np.ndarray, part: str) -> np.ndarray:
-        """Per-page ``part`` (e.g. ``fde``) of the pages ``rows`` (ascending), stacked."""
+    def _segment_groups(self, rows: np.ndarray) -> Iterator[tuple[Segment, np.ndarray, np.ndarray]]:
+        """The pages ``rows`` (ascending) by segment: ``(segment, positions in rows, rows within it)``."""
         seg_idx, local = self._table.locate(rows)
         bounds = np.flatnonzero(np.diff(seg_idx)) + 1
-        chunks = []
         for group in np.split(np.arange(rows.size), bounds):
             if group.size:
-                arr = self._table.segments[int(seg_idx[group[0]])].arrays[part]
-                chunks.append(np.asarray(arr[local[group]]))
+                yield self._table.segments[int(seg_idx[group[0]])], group, local[group]
+
+    def _row_part(self, rows: np.ndarray, part: str) -> np.ndarray:
+        """Per-page ``part`` (e.g. ``fde``) of the pages ``rows`` (ascending), stacked."""
+        chunks = [np.asarray(seg.arrays[part][loc]) for seg, _, loc in self._segment_groups(rows)]
         return np.concatenate(chunks, axis=0)
 
     def _row_codes(self, rows: np.ndarray) -> np.ndarray:
         """IVF-PQ codes of the pages ``rows`` (ascending), stacked (encoded from float16 where not stored)."""
-        seg_idx, local = self._table.locate(rows)
-        bounds = np.flatnonzero(np.diff(seg_idx)) + 1
-        chunks = []
-        for group in np.split(np.arange(rows.size), bounds):
-            if group.size:
-                seg = self._table.segments[int(seg_idx[group[0]])]
-                part = "cand" if "cand" in seg.arrays else "fde"
-                picked = np.asarray(seg.arrays[part][local[group]])
-                chunks.append(picked if part == "cand" else self._encode_fde(picked))
+        chunks = [
+            np.asarray(seg.arrays["cand"][loc]) if "cand" in seg.arrays else self._encode_fde(seg.arrays["fde"][loc])
+            for seg, _, loc in self._segment_groups(rows)
+        ]
         return np.concatenate(chunks, axis=0)
 
     def get(self, id: int) -> np.ndarray:
@@ -696,14 +687,9 @@ class MultiVectorIndex:
             return [np.sort(r[r >= 0]) for r in found]
         q_fde = torch.from_numpy(self.muvera.encode_queries(queries))  # (nq, D) float32
         topk = RunningTopK(len(queries), n)
-        seg_idx, local = self._table.locate(rows)
-        bounds = np.flatnonzero(np.diff(seg_idx)) + 1
         with torch.inference_mode():
-            for group in np.split(np.arange(rows.size), bounds):
-                if group.size == 0:
-                    continue
-                fde = self._table.segments[int(seg_idx[group[0]])].arrays["fde"]
-                loc = local[group]
+            for seg, group, loc in self._segment_groups(rows):
+                fde = seg.arrays["fde"]
                 whole = loc.size == fde.shape[0]  # every row of the segment: slice instead of gather
                 for start in range(0, loc.size, _FDE_BLOCK):
                     sel = loc[start : start + _FDE_BLOCK]

@@ -152,17 +152,15 @@ class Muvera:
         filled = counts > 0
         sums[filled] /= counts[filled, None]
         if not bool(filled.all()):
-            self._fill_empty(sums, filled, code, proj, item, lengths)
+            self._fill_empty(sums, filled, slot, proj)
         return sums.view(n_items, r * b * dp).numpy()
 
     def _fill_empty(
         self,
         sums: torch.Tensor,
         filled: torch.Tensor,
-        code: torch.Tensor,
+        slot: torch.Tensor,
         proj: torch.Tensor,
-        item: torch.Tensor,
-        lengths: torch.Tensor,
     ) -> None:
         """Give each empty (item, rep, bucket) slot the projected vector nearest in Hamming distance.
 
@@ -170,12 +168,11 @@ class Muvera:
         earliest vector with that code, so only the earliest vector per (item, rep, code) and a
         ``(B, B)`` distance table per (item, rep) are needed.
         """
-        n, r = code.shape
+        n, r = slot.shape  # slot: (N, r) (item, rep, bucket) slot of each vector
         b = self.buckets
         row = torch.arange(n)
-        slot = ((item[:, None] * r + torch.arange(r)[None, :]) * b + code).reshape(-1)  # (N * r,)
         first = torch.full((sums.shape[0],), n, dtype=torch.int64)  # n: no vector has this code
-        first.scatter_reduce_(0, slot, row[:, None].expand(n, r).reshape(-1), reduce="amin")
+        first.scatter_reduce_(0, slot.reshape(-1), row[:, None].expand(n, r).reshape(-1), reduce="amin")
         first = first.view(-1, b)  # (items * r, B): earliest row of each code
         best = torch.empty(first.shape, dtype=torch.int64)
         never = torch.iinfo(torch.int64).max
