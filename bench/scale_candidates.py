@@ -40,14 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import scale_data  # noqa: E402
+from scale import log  # noqa: E402
 
 #: A generator: ``(pages, queries, ns) -> (rows best first per query, seconds per query, bytes per page)``.
 Generator = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, float, float]]
 BLOCK = 1000
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 _ENCODED: dict[tuple[int, int, int], tuple[np.ndarray, Any]] = {}

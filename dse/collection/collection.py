@@ -458,10 +458,9 @@ class Collection:
         }
         changes: dict[str, Any] = {}
         for key, value in (index_params or {}).items():
-            if key in tunable and built == "maxsim" and key not in current:
+            if key in tunable and key not in current:  # e.g. nprobe on a maxsim index without IVF-PQ codes
                 raise CollectionInputError(
-                    f"this collection's maxsim index has no parameter {key!r} "
-                    "(nprobe needs candidates=muvera with fde_index=ivfpq)"
+                    f"this collection's {built!r} index has no parameter {key!r} with the options it was built with"
                 )
             if key in tunable:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
