@@ -21,6 +21,9 @@ peak RSS (``VmHWM``) of each is its own; all get the same float16-stored values)
 * ``ours-exact``: ``indexes.MultiVectorIndex(128)``, float16, exhaustive MaxSim [baseline].
 * ``ours-muvera``: ``MultiVectorIndex(128, candidates="muvera", codec=..., k_sim, d_proj, r_reps)``;
   a few FDE settings and codecs, each searched with a sweep of ``n_candidates``.
+* ``ours-centroids``: ``MultiVectorIndex(128, candidates="centroids", codec=..., n_centroids)``:
+  PLAID-style centroid interaction over inverted lists (``--centroid-nprobe`` swept), re-ranked
+  by MaxSim; compacted after the bulk load like IVF-PQ.
 * ``colpali``: colpali-engine ``BaseVisualRetrieverProcessor.score_multi_vector`` over a list of
   float32 page tensors + ``torch.topk`` (exhaustive; on ``--baseline-queries`` queries only).
 * ``qdrant-sq`` / ``qdrant-bq`` / ``qdrant-pooled``: Qdrant Edge (``qdrant-edge-py``, Qdrant's
@@ -98,8 +101,9 @@ class Ours:
             block = np.asarray(pages[a : a + BUILD_CHUNK], np.float32)
             index.add(list(block), np.arange(a, a + len(block)))
             index.save(out)
-        if spec.get("params", {}).get("fde_index") == "ivfpq":
-            # bulk load done: compaction turns the float16 encodings saved before training into codes
+        params = spec.get("params", {})
+        if params.get("fde_index") == "ivfpq" or params.get("candidates") == "centroids":
+            # bulk load done: compaction stores the codes of the segments saved before the training
             index.compact()
             index.save(out)
 
@@ -114,7 +118,7 @@ class Ours:
 
     @staticmethod
     def classify(name: str) -> str:
-        if name.endswith((".fde.npy", ".cand.npy", ".faiss")):
+        if name.endswith((".fde.npy", ".cand.npy", ".codes.npy", ".faiss")) or name.startswith("centroids-"):
             return "cand"
         if name.endswith((".vectors.npy", ".scales.npy")):
             return "vectors"
@@ -327,6 +331,21 @@ def system_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
                 specs.append(
                     {"name": name, "impl": "ours", "label": f"{label} {codec}", "params": params, "settings": settings}
                 )
+    for n_centroids in (int(x) for x in args.centroids.split(",")):
+        for codec in args.codecs.split(","):
+            params = {"candidates": "centroids", "codec": codec, "n_centroids": n_centroids}
+            params["train_pages"] = min(args.train_pages, args.pages)
+            specs.append(
+                {
+                    "name": f"ours-centroids-{codec}-c{n_centroids}",
+                    "impl": "ours",
+                    "label": f"ours centroids {n_centroids} {codec}",
+                    "params": params,
+                    "settings": [
+                        {"n_candidates": n, "nprobe": int(p)} for p in args.centroid_nprobe.split(",") for n in n_cands
+                    ],
+                }
+            )
     specs.append(
         {"name": "colpali", "impl": "colpali", "label": "colpali-engine score_multi_vector fp32", "settings": [{}]}
     )
@@ -400,7 +419,7 @@ def run_system(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
         try:
             MultiVectorIndex(128, **spec["params"])
         except TypeError as exc:
-            raise RuntimeError(f"MultiVectorIndex has no MUVERA candidates yet ({exc})") from None
+            raise RuntimeError(f"MultiVectorIndex lacks these options ({exc})") from None
     res.update(run_child(child_cmd("build", spec), args.timeout))
     res.update(run_child(child_cmd("search", spec), args.timeout))
     return res
@@ -501,7 +520,9 @@ def main() -> int:
     ap.add_argument("--fde-index", default="flat,ivfpq", help="how ours-muvera searches the encodings")
     ap.add_argument("--pq-m", type=int, default=0, help="IVF-PQ bytes per page (default: encoding size / 32)")
     ap.add_argument("--nprobe", default="16,64", help="IVF-PQ lists probed (sweep)")
-    ap.add_argument("--train-pages", type=int, default=5000, help="pages the IVF-PQ index is trained on")
+    ap.add_argument("--train-pages", type=int, default=5000, help="pages stored before IVF-PQ / centroid training")
+    ap.add_argument("--centroids", default="4096", help="ours-centroids: n_centroids settings")
+    ap.add_argument("--centroid-nprobe", default="4,8", help="ours-centroids: centroids probed per query vector")
     ap.add_argument("--cache", type=Path, default=Path("/work/bench-cache"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(

@@ -8,7 +8,9 @@ Pages are stored contiguous per segment, with an offsets table::
     seg-000001.ids.npy       int64   (n_pages,)      the pages' ids
     seg-000001.fde.npy       float16 (n_pages, D)    candidates "muvera", flat: each page's MUVERA FDE
     seg-000001.cand.npy      uint8   (n_pages, C)    candidates "muvera", ivfpq: each FDE's IVF-PQ code
+    seg-000001.codes.npy     uint16  (n_vectors,)    candidates "centroids": each vector's nearest centroid
     candidates-000004.faiss  the trained (empty) IVF-PQ index of the codes, written once
+    centroids-000004.npy     float32 (n_centroids, dim)  candidates "centroids": the centroids, written once
 
 ``codec="int8"`` stores every vector as symmetric int8 with its own float32 scale
 (``max|x| / 127``): half the bytes of float16, and a MaxSim error of at most
@@ -25,6 +27,14 @@ and a search scans these codes (``nlist=1``, the default) or ``nprobe`` of ``nli
 lists of them. Segments saved before the training keep their float16 encodings (encoded again at
 load) until :meth:`compact`.
 
+``candidates="centroids"`` (:mod:`indexes.centroids`) needs no encoding: once the index holds
+``train_pages`` pages, ``n_centroids`` centroids are trained on a sample of their vectors, every
+vector keeps the number of its nearest centroid (2 bytes), and a search scores pages by their
+centroids in the ``nprobe`` inverted lists nearest to each query vector (PLAID's centroid
+interaction) before re-ranking the ``n_candidates`` best by MaxSim. Before the training, and for
+segments saved before it until :meth:`compact` (their centroids are assigned again at load), the
+search is exact or the codes are computed from the stored vectors.
+
 Vectors are memory-mapped on load and after each save, so an index larger than RAM can
 be searched; see :mod:`indexes.maxsim` for the scan and :mod:`indexes.segments` for the
 append-only, crash-safe storage.
@@ -32,6 +42,7 @@ append-only, crash-safe storage.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -43,6 +54,14 @@ import numpy as np
 import torch
 
 from indexes.candidates import DEFAULT_NPROBE, DEFAULT_TRAIN_PAGES, MIN_TRAIN_PAGES, IvfPqCandidates, check_pq_m
+from indexes.centroids import (
+    DEFAULT_N_CENTROIDS,
+    TRAIN_POINTS_PER_CENTROID,
+    CentroidCandidates,
+    centroids_for,
+    check_n_centroids,
+)
+from indexes.centroids import DEFAULT_NPROBE as DEFAULT_CENTROID_NPROBE
 from indexes.devices import resolve_torch_device
 from indexes.errors import IndexFormatError, IndexInputError, UnknownIdError
 from indexes.maxsim import (
@@ -51,7 +70,6 @@ from indexes.maxsim import (
     as_query_list,
     maxsim_topk,
     plan_blocks,
-    segment_max,
     single_threaded_torch,
 )
 from indexes.muvera import Muvera
@@ -68,9 +86,9 @@ _FLOAT16_MAX = float(np.finfo(np.float16).max)
 #: Storage codecs of page vectors.
 CODECS = ("float16", "int8")
 #: Candidate generators (``None``: exhaustive MaxSim over every page).
-CANDIDATES = (None, "muvera")
-#: Default number of pages re-ranked by MaxSim per query with ``candidates="muvera"``.
-DEFAULT_N_CANDIDATES = 200
+CANDIDATES = (None, "muvera", "centroids")
+#: Default number of pages re-ranked by MaxSim per query, per candidate generator (chosen on ``bench/scale.py``).
+DEFAULT_N_CANDIDATES = {None: 200, "muvera": 200, "centroids": 1000}
 #: How MUVERA encodings are searched: scanned as float16 rows, or through a FAISS IVF-PQ index.
 FDE_INDEXES = ("flat", "ivfpq")
 #: Default MUVERA parameters (``d_proj`` is capped at ``dim``).
@@ -79,6 +97,9 @@ MUVERA_DEFAULTS = {"k_sim": 4, "d_proj": 16, "r_reps": 16, "seed": 42}
 _FDE_BLOCK = 2048
 #: Candidate page vectors re-ranked per GEMM (bounds the re-ranking memory).
 _RERANK_BLOCK = 65536
+#: int8 re-ranking keeps ``max(k * _RESCORE_FACTOR, _RESCORE_MIN)`` pages for the float32 rescore.
+_RESCORE_FACTOR = 4
+_RESCORE_MIN = 32
 #: Most encodings the IVF-PQ candidate index is trained on.
 _TRAIN_SAMPLE = 25000
 #: Parts stored per vector (the others are per page, except ``offsets``).
@@ -144,6 +165,16 @@ def _concat_float16(pages: Sequence[np.ndarray], offsets: np.ndarray, dim: int) 
     return out.numpy()
 
 
+@functools.cache
+def _int8_gemm_available() -> bool:
+    """Whether this torch build multiplies int8 matrices into int32 on the CPU (``torch._int_mm``)."""
+    try:
+        a = torch.ones((17, 8), dtype=torch.int8)
+        return bool((torch._int_mm(a, a.T) == 8).all())
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
 def _check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise IndexInputError(f"{name} must be a positive integer, got {value!r}")
@@ -158,7 +189,9 @@ def _check_codec(codec: Any) -> str:
 
 def _check_candidates(candidates: Any) -> str | None:
     if candidates not in CANDIDATES:
-        raise IndexInputError(f"unknown candidates {candidates!r}; use None (exhaustive MaxSim) or 'muvera'")
+        raise IndexInputError(
+            f"unknown candidates {candidates!r}; use None (exhaustive MaxSim), 'muvera' or 'centroids'"
+        )
     return None if candidates is None else str(candidates)
 
 
@@ -182,7 +215,12 @@ class MultiVectorIndex:
     ``"ivfpq"`` stores a FAISS IVF-PQ code of ``pq_m`` (+1-2) bytes per page once ``train_pages``
     (default 5000, at least 256) pages are indexed, and scans the codes instead (``nlist``
     inverted lists, default 1; ``nprobe`` of them probed per query: search-time, settable).
-    Needs FAISS (the ``cpu``/``gpu`` extra).
+    ``candidates="centroids"``: once ``train_pages`` (default 5000, at least 256) pages are
+    indexed, ``n_centroids`` (default 4096, at most 65536; fewer when there are fewer than 8
+    vectors per centroid) centroids are trained and every vector keeps its nearest centroid's
+    number; a query probes the ``nprobe`` (default 8; search-time, settable) centroids nearest to
+    each of its vectors and re-ranks the ``n_candidates`` pages those centroids score best (see
+    :mod:`indexes.centroids`). Needs FAISS (the ``cpu``/``gpu`` extra).
     """
 
     def __init__(
@@ -196,7 +234,7 @@ class MultiVectorIndex:
         workers: int | None = None,
         codec: str = "float16",
         candidates: str | None = None,
-        n_candidates: int = DEFAULT_N_CANDIDATES,
+        n_candidates: int | None = None,
         k_sim: int | None = None,
         d_proj: int | None = None,
         r_reps: int | None = None,
@@ -206,6 +244,7 @@ class MultiVectorIndex:
         pq_m: int | None = None,
         nprobe: int | None = None,
         train_pages: int | None = None,
+        n_centroids: int | None = None,
     ) -> None:
         self.dim = _check_positive_int(dim, "dim")
         self.block_size = _check_positive_int(block_size, "block_size")
@@ -224,6 +263,8 @@ class MultiVectorIndex:
             extra = ", ".join(key for key, v in muvera_args.items() if v is not None)
             raise IndexInputError(f"{extra} apply to candidates='muvera' only")
         #: Search-time parameters (``n_candidates``, ``nprobe``); changes apply to the next search and are saved.
+        if n_candidates is None:
+            n_candidates = DEFAULT_N_CANDIDATES[self.candidates]
         self.params: dict[str, Any] = {"n_candidates": _check_positive_int(n_candidates, "n_candidates")}
         ivf_args = {"nlist": nlist, "pq_m": pq_m, "nprobe": nprobe, "train_pages": train_pages}
         if fde_index is not None and self.muvera is None:
@@ -233,23 +274,40 @@ class MultiVectorIndex:
             raise IndexInputError(f"unknown fde_index {fde_index!r}; choose one of {', '.join(FDE_INDEXES)}")
         #: ``fde_index="ivfpq"``: build-time settings (``nlist``/``pq_m`` are filled in at training).
         self.ivf_settings: dict[str, int | None] = {}
-        if self.fde_index == "ivfpq":
-            assert self.muvera is not None
+        #: ``candidates="centroids"``: build-time settings (``n_centroids`` is the trained count once trained).
+        self.centroid_settings: dict[str, int] = {}
+        if self.fde_index == "ivfpq" or self.candidates == "centroids":
             n_train = _check_positive_int(DEFAULT_TRAIN_PAGES if train_pages is None else train_pages, "train_pages")
             if n_train < MIN_TRAIN_PAGES:
-                raise IndexInputError(f"train_pages must be at least {MIN_TRAIN_PAGES} (the PQ codebook size)")
+                raise IndexInputError(f"train_pages must be at least {MIN_TRAIN_PAGES}")
+            default_nprobe = DEFAULT_NPROBE if self.fde_index == "ivfpq" else DEFAULT_CENTROID_NPROBE
+            self.params["nprobe"] = _check_positive_int(default_nprobe if nprobe is None else nprobe, "nprobe")
+        if self.fde_index == "ivfpq":
+            assert self.muvera is not None
             self.ivf_settings = {
                 "nlist": None if nlist is None else _check_positive_int(nlist, "nlist"),
                 "pq_m": None if pq_m is None else check_pq_m(_check_positive_int(pq_m, "pq_m"), self.muvera.output_dim),
                 "train_pages": n_train,
             }
-            self.params["nprobe"] = _check_positive_int(DEFAULT_NPROBE if nprobe is None else nprobe, "nprobe")
+        elif self.candidates == "centroids":
+            if nlist is not None or pq_m is not None:
+                raise IndexInputError("nlist and pq_m apply to fde_index='ivfpq' only")
+            self.centroid_settings = {
+                "n_centroids": check_n_centroids(DEFAULT_N_CENTROIDS if n_centroids is None else n_centroids),
+                "train_pages": n_train,
+            }
         elif any(v is not None for v in ivf_args.values()):
             extra = ", ".join(key for key, v in ivf_args.items() if v is not None)
-            raise IndexInputError(f"{extra} apply to fde_index='ivfpq' only")
+            raise IndexInputError(f"{extra} apply to fde_index='ivfpq' or candidates='centroids' only")
+        if n_centroids is not None and self.candidates != "centroids":
+            raise IndexInputError("n_centroids applies to candidates='centroids' only")
         #: The trained IVF-PQ index holding every row's code (``None``: flat, or not trained yet).
         self._ivf: IvfPqCandidates | None = None
-        self._ivf_file: tuple[Path, str] | None = None  # (directory, file) its trained index was saved to
+        #: The trained centroids and their inverted lists (``None``: not ``"centroids"``, or not trained yet).
+        self._centroids: CentroidCandidates | None = None
+        #: Centroid codes of saved segments stored before the training, by segment name (computed at load).
+        self._assigned: dict[str, np.ndarray] = {}
+        self._cand_file: tuple[Path, str] | None = None  # (directory, file) the trained generator was saved to
         self.device = resolve_torch_device(device)
         self._mmap = True
         self._table = SegmentTable("multi", _merge)
@@ -289,14 +347,19 @@ class MultiVectorIndex:
         if self.muvera is not None:
             out.update({key: v for key, v in self.muvera.to_dict().items() if key != "dim"})
             out["fde_index"] = self.fde_index
-        if self.fde_index == "ivfpq":
-            out.update(self.ivf_settings, nprobe=self.params["nprobe"])
+        if "nprobe" in self.params:  # IVF-PQ or centroids (one of the two settings is empty)
+            out.update(self.ivf_settings, **self.centroid_settings, nprobe=self.params["nprobe"])
         return out
 
     @property
     def ivf_trained(self) -> bool:
         """Whether the IVF-PQ candidate index is trained (``fde_index="ivfpq"`` and ``train_pages`` reached)."""
         return self._ivf is not None
+
+    @property
+    def centroids_trained(self) -> bool:
+        """Whether the centroids are trained (``candidates="centroids"`` and ``train_pages`` reached)."""
+        return self._centroids is not None
 
     @property
     def ids(self) -> np.ndarray:
@@ -348,8 +411,11 @@ class MultiVectorIndex:
             lengths = np.array([p.shape[0] for p in pages], dtype=np.int64)
             offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
             arrays: dict[str, np.ndarray] = {"offsets": offsets, "ids": id_arr.copy()}
-            if self.codec == "int8":
+            if self.codec == "int8" or self._centroids is not None:
                 flat = np.concatenate([np.asarray(p, np.float32) for p in pages], axis=0)
+                if self._centroids is not None:
+                    arrays["codes"] = self._centroids.assign(flat)
+            if self.codec == "int8":
                 arrays["vectors"], arrays["scales"] = quantize_int8(flat)
             else:
                 arrays["vectors"] = _concat_float16(pages, offsets, self.dim)
@@ -363,6 +429,8 @@ class MultiVectorIndex:
             self._lengths = None
             if self._ivf is not None:
                 self._ivf.add(arrays["cand"], np.arange(first, first + len(pages), dtype=np.int64))
+            elif self._centroids is not None:
+                self._centroids.add(arrays["codes"], lengths, first)
             else:
                 self._maybe_train()
 
@@ -373,6 +441,8 @@ class MultiVectorIndex:
         Trains on (a sample of at most :data:`_TRAIN_SAMPLE`) stored encodings; unsaved segments
         then swap their float16 encodings for codes, saved ones keep them until :meth:`compact`.
         """
+        if self.candidates == "centroids":
+            self._maybe_train_centroids()
         if self.fde_index != "ivfpq" or self._ivf is not None:
             return
         rows = self._table.num_rows
@@ -409,18 +479,84 @@ class MultiVectorIndex:
         for seg, start in zip(self._table.segments, self._table.row_starts.tolist()):
             self._ivf.add(self._segment_codes(seg), np.arange(start, start + seg.rows, dtype=np.int64))
 
+    # --------------------------------------------------- centroid candidates
+    def _maybe_train_centroids(self) -> None:
+        """Train the centroids once ``train_pages`` pages are stored (``candidates="centroids"``).
+
+        Trains on the vectors of a random sample of the stored pages (about
+        ``TRAIN_POINTS_PER_CENTROID * n_centroids`` vectors); unsaved segments then store their
+        vectors' centroid codes, saved ones get them computed in memory until :meth:`compact`.
+        """
+        rows = self._table.num_rows
+        if self._centroids is not None or rows < self.centroid_settings["train_pages"]:
+            return
+        requested = self.centroid_settings["n_centroids"]
+        lengths = self._page_lengths()
+        want = -(-TRAIN_POINTS_PER_CENTROID * requested // max(1, int(lengths.mean())))  # pages
+        sample = np.arange(rows, dtype=np.int64)
+        if rows > want:
+            sample = np.sort(np.random.default_rng(0).choice(rows, want, replace=False))
+        vectors, _ = self._gather(sample)
+        vectors = np.asarray(vectors, np.float32)
+        n_centroids = centroids_for(vectors.shape[0], requested)
+        if n_centroids < requested:
+            logger.warning(
+                "%d vectors are too few for %d centroids: training %d", vectors.shape[0], requested, n_centroids
+            )
+        self._centroids = CentroidCandidates.train(vectors, n_centroids)
+        self.centroid_settings["n_centroids"] = n_centroids
+        for seg in self._table.segments:
+            if seg.name is None:  # not on disk yet: store the codes with the vectors
+                seg.arrays["codes"] = self._assign_segment(seg)
+        self._rebuild_centroids()
+
+    def _assign_segment(self, seg: Segment) -> np.ndarray:
+        """Centroid codes of a segment's stored vectors (dequantised), in blocks."""
+        assert self._centroids is not None
+        vectors = seg.arrays["vectors"]
+        out = np.empty(vectors.shape[0], np.uint16)
+        for a in range(0, vectors.shape[0], _RERANK_BLOCK):
+            block = np.asarray(vectors[a : a + _RERANK_BLOCK], np.float32)
+            if "scales" in seg.arrays:
+                block *= np.asarray(seg.arrays["scales"][a : a + _RERANK_BLOCK], np.float32)[:, None]
+            out[a : a + block.shape[0]] = self._centroids.assign(block)
+        return out
+
+    def _part(self, seg: Segment, part: str) -> np.ndarray:
+        """``seg.arrays[part]``, or the centroid codes computed for a segment saved before the training."""
+        if part == "codes" and "codes" not in seg.arrays:
+            key = seg.name or ""
+            if key not in self._assigned:
+                logger.info("assigning centroids to segment %s (saved before the training; compact to store them)", key)
+                self._assigned[key] = self._assign_segment(seg)
+            return self._assigned[key]
+        return seg.arrays[part]
+
+    def _rebuild_centroids(self) -> None:
+        """Refill the inverted lists from every row's codes (after training, loading or compaction)."""
+        assert self._centroids is not None
+        self._centroids.reset()
+        for seg, start in zip(self._table.segments, self._table.row_starts.tolist()):
+            codes = self._part(seg, "codes")
+            if codes.size and int(codes.max()) >= self._centroids.n_centroids:
+                raise IndexFormatError(f"segment {seg.name} holds centroid codes beyond {self._centroids.n_centroids}")
+            self._centroids.add(codes, np.diff(np.asarray(seg.arrays["offsets"])), start)
+
     def _write_candidates(self, directory: Path, generation: int, rebind: bool) -> tuple[dict[str, Any], list[str]]:
-        """Save hook: write the trained IVF-PQ index once per directory; name it in the manifest."""
-        if self._ivf is None:
+        """Save hook: write the trained IVF-PQ index or centroids once per directory; name it in the manifest."""
+        trained = self._ivf if self._ivf is not None else self._centroids
+        if trained is None:
             return {"candidate_index": None}, []
         where = directory.resolve()
-        if self._ivf_file is None or self._ivf_file[0] != where:
-            name = f"candidates-{generation:06d}.faiss"
+        if self._cand_file is None or self._cand_file[0] != where:
+            name = f"candidates-{generation:06d}.faiss" if self._ivf is not None else f"centroids-{generation:06d}.npy"
             with atomic_path(directory / name) as tmp:
-                self._ivf.write(tmp)
-            self._ivf_file = (where, name)
-        name = self._ivf_file[1]
-        return {"candidate_index": {"file": name, "code_size": self._ivf.code_size}}, [name]
+                trained.write(tmp)
+            self._cand_file = (where, name)
+        name = self._cand_file[1]
+        if self._ivf is not None:
+            return {"candidate_index": {"file": name, "code_size": self._ivf.code_size}}, [name]
+        return {"candidate_index": {"file": name, "n_centroids": self.centroid_settings["n_centroids"]}}, [name]
 
     def _check_page(self, page: Any, i: int) -> np.ndarray:
         """Validate page ``i``; return it as a float16 or float32 ``(n, dim)`` array within float16 range."""
@@ -460,7 +596,8 @@ class MultiVectorIndex:
             if rows.size == 0:
                 self._table.replace_all(None)
             else:
-                arrays, lengths = self._gather_parts(rows, self._stored_vector_parts())
+                parts = self._stored_vector_parts() + (("codes",) if self._centroids is not None else ())
+                arrays, lengths = self._gather_parts(rows, parts)
                 arrays["offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
                 arrays["ids"] = self._table.all_ids[rows].copy()
                 if self._ivf is not None:
@@ -469,8 +606,11 @@ class MultiVectorIndex:
                     arrays["fde"] = self._row_part(rows, "fde")
                 self._table.replace_all(arrays)
             self._lengths = None
+            self._assigned = {}
             if self._ivf is not None:
                 self._rebuild_ivf()
+            if self._centroids is not None:
+                self._rebuild_centroids()
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Persist to ``directory``: new segments only, then an atomic manifest replace.
@@ -490,8 +630,8 @@ class MultiVectorIndex:
                 params["muvera"] = self.muvera.to_dict()
                 params["fde_dim"] = self.muvera.output_dim
                 params["fde_index"] = self.fde_index
-            if self.fde_index == "ivfpq":
-                params.update(self.ivf_settings, nprobe=self.params["nprobe"])
+            if "nprobe" in self.params:  # IVF-PQ or centroids (one of the two settings is empty)
+                params.update(self.ivf_settings, **self.centroid_settings, nprobe=self.params["nprobe"])
             header = {
                 "dim": self.dim,
                 "index_type": INDEX_TYPE,
@@ -503,7 +643,7 @@ class MultiVectorIndex:
                 directory,
                 header=header,
                 segment_meta=_segment_meta,
-                extra=self._write_candidates if self.fde_index == "ivfpq" else None,
+                extra=self._write_candidates if "train_pages" in self.options else None,
                 mmap_after=self._mmap,
                 loader=self._segment_loader(),
             )
@@ -538,7 +678,7 @@ class MultiVectorIndex:
                 block_size=params.get("block_size", DEFAULT_BLOCK_SIZE),
                 codec=manifest["dtype"],
                 candidates=params.get("candidates"),
-                n_candidates=params.get("n_candidates", DEFAULT_N_CANDIDATES),
+                n_candidates=params.get("n_candidates"),
                 k_sim=muvera.get("k_sim"),
                 d_proj=muvera.get("d_proj"),
                 r_reps=muvera.get("r_reps"),
@@ -548,6 +688,7 @@ class MultiVectorIndex:
                 pq_m=params.get("pq_m"),
                 nprobe=params.get("nprobe"),
                 train_pages=params.get("train_pages"),
+                n_centroids=params.get("n_centroids"),
             )
         except IndexInputError as exc:
             raise IndexFormatError(f"{directory}/index.json has bad parameters: {exc}") from exc
@@ -556,13 +697,18 @@ class MultiVectorIndex:
             directory, kind="multi", merger=_merge, loader=index._segment_loader(), mmap=mmap
         )
         cand = manifest.get("candidate_index")
-        coded = any("cand" in seg.arrays for seg in index._table.segments)
+        coded = any("cand" in seg.arrays or "codes" in seg.arrays for seg in index._table.segments)
         if index.fde_index == "ivfpq" and isinstance(cand, dict) and isinstance(cand.get("file"), str):
             index._ivf = IvfPqCandidates.read(directory / cand["file"])
-            index._ivf_file = (directory.resolve(), cand["file"])
+            index._cand_file = (directory.resolve(), cand["file"])
             index._rebuild_ivf()
+        elif index.candidates == "centroids" and isinstance(cand, dict) and isinstance(cand.get("file"), str):
+            index._centroids = CentroidCandidates.read(directory / cand["file"], index.dim)
+            index._cand_file = (directory.resolve(), cand["file"])
+            index.centroid_settings["n_centroids"] = index._centroids.n_centroids
+            index._rebuild_centroids()
         elif coded or cand:
-            raise IndexFormatError(f"{directory}/index.json lacks a valid candidate_index for its IVF-PQ codes")
+            raise IndexFormatError(f"{directory}/index.json lacks a valid candidate_index for its candidate codes")
         return index
 
     def _stored_vector_parts(self) -> tuple[str, ...]:
@@ -602,6 +748,10 @@ class MultiVectorIndex:
                 arrays["cand"] = load_array(
                     directory / segment_file(name, "cand"), dtype="uint8", shape=(rows, code_size), mmap=mmap
                 )
+            if "codes" in parts:
+                arrays["codes"] = load_array(
+                    directory / segment_file(name, "codes"), dtype="uint16", shape=(n_vec,), mmap=mmap
+                )
             offsets = arrays["offsets"]
             if offsets[0] != 0 or offsets[-1] != n_vec or (rows and np.diff(offsets).min() < 1):
                 raise IndexFormatError(
@@ -621,8 +771,11 @@ class MultiVectorIndex:
             dtypes = {"vectors": np.int8 if self.codec == "int8" else np.float16, "scales": np.float32}
             return {p: np.empty((0, self.dim) if p == "vectors" else (0,), dtypes[p]) for p in parts}, lengths
         groups = list(self._segment_groups(rows))
-        first = groups[0][0].arrays
-        out = {part: np.empty((total, *first[part].shape[1:]), dtype=first[part].dtype) for part in parts}
+        first = groups[0][0]
+        out = {
+            part: np.empty((total, *self._part(first, part).shape[1:]), dtype=self._part(first, part).dtype)
+            for part in parts
+        }
         pos = 0
         for seg, _, loc in groups:
             offsets = seg.arrays["offsets"]
@@ -631,9 +784,11 @@ class MultiVectorIndex:
             breaks = np.flatnonzero(starts[1:] != ends[:-1]) + 1
             run_first = np.concatenate([[0], breaks])
             run_last = np.concatenate([breaks, [loc.size]]) - 1
+            # plain ndarray views: slicing a np.memmap costs several microseconds per run
+            sources = {part: np.asarray(self._part(seg, part)) for part in parts}
             for a, b in zip(starts[run_first].tolist(), ends[run_last].tolist()):
                 for part in parts:
-                    out[part][pos : pos + b - a] = seg.arrays[part][a:b]
+                    out[part][pos : pos + b - a] = sources[part][a:b]
                 pos += b - a
         return out, lengths
 
@@ -675,14 +830,16 @@ class MultiVectorIndex:
                 raise UnknownIdError(f"id {id} is not in the index")
             return self._gather(np.array([row], np.int64))[0]
 
-    def _fde_candidates(self, queries: list[np.ndarray], rows: np.ndarray, n: int, nprobe: int) -> list[np.ndarray]:
-        """Per query, up to ``n`` of ``rows`` (ascending) whose page FDEs best match the query's FDE."""
+    def _candidates(self, queries: list[np.ndarray], rows: np.ndarray, n: int, nprobe: int) -> list[np.ndarray]:
+        """Per query, up to ``n`` of ``rows`` (ascending): the pages the candidate generator scores best."""
+        mask = None
+        if rows.size < self._table.num_rows:  # tombstones or a filter
+            mask = np.zeros(self._table.num_rows, dtype=bool)
+            mask[rows] = True
+        if self._centroids is not None:
+            return self._centroids.search(queries, n, num_rows=self._table.num_rows, nprobe=nprobe, mask=mask)
         assert self.muvera is not None
         if self._ivf is not None:
-            mask = None
-            if rows.size < self._table.num_rows:  # tombstones or a filter
-                mask = np.zeros(self._table.num_rows, dtype=bool)
-                mask[rows] = True
             found = self._ivf.search(self.muvera.encode_queries(queries), n, nprobe=nprobe, mask=mask)
             return [np.sort(r[r >= 0]) for r in found]
         q_fde = torch.from_numpy(self.muvera.encode_queries(queries))  # (nq, D) float32
@@ -724,20 +881,24 @@ class MultiVectorIndex:
         returns ``min(k, allowed pages)`` hits. ``exact=True`` scores every (allowed) page.
         With ``fde_index="ivfpq"``, ``nprobe`` (default: the index's) inverted lists are probed; a
         query whose probed lists hold fewer than ``k`` allowed pages is answered exactly.
+        With ``candidates="centroids"`` (once trained) the candidates are the allowed pages whose
+        centroids, among the ``nprobe`` nearest to each query vector, score best (pages without a
+        probed centroid score 0, so a filtered search still returns ``min(k, allowed pages)`` hits).
         """
         k = _check_positive_int(k, "k")
         n_cand = self.n_candidates if n_candidates is None else _check_positive_int(n_candidates, "n_candidates")
-        if nprobe is not None and self.fde_index != "ivfpq":
-            raise IndexInputError("nprobe applies to fde_index='ivfpq' only")
+        if nprobe is not None and "nprobe" not in self.params:
+            raise IndexInputError("nprobe applies to fde_index='ivfpq' or candidates='centroids' only")
         probe = _check_positive_int(nprobe if nprobe is not None else self.params.get("nprobe", 1), "nprobe")
         qs = as_query_list(queries, self.dim)
         with self._lock:
             rows = self._table.candidate_rows(allowed_ids)
             n_cand = max(n_cand, k)
-            if self.muvera is None or exact or rows.size <= n_cand or not qs:
+            approximate = self.muvera is not None or self._centroids is not None
+            if not approximate or exact or rows.size <= n_cand or not qs:
                 ids, scores = self._score(qs, rows, k)
             else:
-                per_query = self._fde_candidates(qs, rows, n_cand, probe)
+                per_query = self._candidates(qs, rows, n_cand, probe)
                 found = []
                 for q, cand in zip(qs, per_query):
                     if cand.size < k:  # the probed lists hold too few allowed pages
@@ -755,22 +916,50 @@ class MultiVectorIndex:
 
         A few hundred scattered pages: one single-threaded GEMM per block of candidates, in
         this thread (the block scan of :func:`maxsim_topk` pays per-page and thread-pool overheads
-        that dominate at this size).
+        that dominate at this size). With the int8 codec the blocks are scored by an int8 x int8
+        GEMM against the query quantised the same way (no float copy of the pages, several times
+        faster on CPU); the best ``max(k * _RESCORE_FACTOR, _RESCORE_MIN)`` pages are then rescored
+        in float32, so the returned scores and their order are those of the float32 path.
+        """
+        fast = self.codec == "int8" and _int8_gemm_available()
+        keep = min(rows.size, max(k * _RESCORE_FACTOR, _RESCORE_MIN)) if fast else k
+        scores, top_rows = self._rerank_blocks(query, rows, keep, int8_query=fast)
+        if fast:
+            scores, top_rows = self._rerank_blocks(query, np.sort(top_rows), k, int8_query=False)
+        ids = self._table.all_ids[top_rows] if top_rows.size else np.zeros(top_rows.shape, np.int64)
+        return ids[None, :], scores[None, :]
+
+    def _rerank_blocks(
+        self, query: np.ndarray, rows: np.ndarray, k: int, *, int8_query: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` ``(scores, rows)`` of ``rows`` (ascending) by MaxSim, block by block.
+
+        ``int8_query``: score int8 pages with an int8 x int8 GEMM against the query quantised per
+        vector (scores within the quantisation error); otherwise float32 maths on the stored vectors.
         """
         topk = RunningTopK(1, k)
-        q_t = torch.from_numpy(query).T.contiguous()  # (d, m)
+        if int8_query:
+            q8, q_scale = quantize_int8(query)
+            q_int8, q_scale_t = torch.from_numpy(q8), torch.from_numpy(q_scale)[:, None]  # (m, d), (m, 1)
+        q_float = torch.from_numpy(np.ascontiguousarray(query, np.float32))  # (m, d)
         lengths = self._page_lengths()[rows]
         with torch.inference_mode(), single_threaded_torch():
             for a, b in plan_blocks(lengths, _RERANK_BLOCK):
                 parts, b_lengths = self._gather_parts(rows[a:b], self._stored_vector_parts())
-                sim = torch.from_numpy(parts["vectors"]).to(torch.float32) @ q_t  # (T, m)
+                vectors = torch.from_numpy(parts["vectors"])  # (T, d) float16 or int8
+                if int8_query:
+                    sim = torch._int_mm(q_int8, vectors.T).to(torch.float32)  # (m, T), exact int32 sums
+                else:
+                    sim = q_float @ vectors.to(torch.float32).T  # (m, T)
                 if "scales" in parts:  # int8: vector = row * scale, so scale the similarities instead
-                    sim.mul_(torch.from_numpy(parts["scales"])[:, None])
-                block_scores = segment_max(sim, b_lengths).sum(dim=1)  # (pages,)
-                topk.push(block_scores[None, :].numpy(), rows[a:b])
+                    sim.mul_(torch.from_numpy(parts["scales"])[None, :])
+                starts = np.concatenate([[0], np.cumsum(b_lengths[:-1])])
+                best = torch.from_numpy(np.maximum.reduceat(sim.numpy(), starts, axis=1))  # (m, pages)
+                if int8_query:
+                    best.mul_(q_scale_t)
+                topk.push(best.sum(dim=0)[None, :].numpy(), rows[a:b])
         scores, top_rows = topk.result()
-        ids = self._table.all_ids[top_rows] if top_rows.size else np.zeros(top_rows.shape, np.int64)
-        return ids, scores
+        return scores[0], top_rows[0]
 
     def _score(self, qs: list[np.ndarray], rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact MaxSim top-``k`` of ``qs`` over ``rows``: ``(ids, scores)``, each ``(n_queries, <= k)``."""

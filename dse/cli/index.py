@@ -78,8 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="index parameter: FAISS ones, e.g. hnsw_m=32, ef_search=128, nlist=1024, pq_m=16, nprobe=16; "
-        "maxsim ones: codec=int8, candidates=muvera, n_candidates=200, k_sim, d_proj, r_reps, seed, "
-        "fde_index=ivfpq, nlist, pq_m, nprobe, train_pages "
+        "maxsim ones: candidates=centroids|muvera|none (default centroids; none: exact MaxSim), "
+        "codec=int8|float16 (default int8), n_candidates, n_centroids, nprobe, train_pages, "
+        "and for muvera k_sim, d_proj, r_reps, seed, fde_index=ivfpq, nlist, pq_m "
         "(on an existing collection only the search-time ones: ef_search, nprobe, refine_factor, "
         "brute_force_max, n_candidates)",
     )
@@ -149,7 +150,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _param_value(text: str) -> int | float | str:
+def _param_value(text: str) -> int | float | str | None:
+    if text.lower() == "none":  # e.g. candidates=none: exhaustive MaxSim
+        return None
     for cast in (int, float):
         try:
             return cast(text)

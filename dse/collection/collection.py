@@ -62,6 +62,14 @@ SEARCH_TIME_PARAMS: dict[str, tuple[str, ...]] = {
     "maxsim": ("n_candidates", "nprobe"),
 }
 
+#: Options a new local ``maxsim`` collection gets unless its ``index_params`` set them: PLAID-style
+#: centroid candidates re-ranked by MaxSim over int8 vectors (measured in docs/scale-out.md). Small
+#: collections are still searched exactly: the centroids are trained once ``train_pages`` (5,000)
+#: pages are indexed.
+MAXSIM_DEFAULTS: dict[str, Any] = {"candidates": "centroids", "codec": "int8"}
+#: ``index_params`` of exact MaxSim over float16 vectors (every page scored; what evaluation uses).
+EXACT_MAXSIM: dict[str, Any] = {"candidates": None, "codec": "float16"}
+
 #: Options of a ``maxsim`` index (:class:`indexes.MultiVectorIndex`) a collection may set in ``index_params``.
 MAXSIM_PARAMS = (
     "codec",
@@ -76,6 +84,7 @@ MAXSIM_PARAMS = (
     "pq_m",
     "nprobe",
     "train_pages",
+    "n_centroids",
 )
 
 #: Encoder settings that :meth:`Collection.open` can be asked to check (they are fixed at creation).
@@ -252,7 +261,10 @@ class Collection:
             )
         if pool_factor is not None and encoder.kind != "multi":
             raise CollectionInputError("pool_factor applies to multi-vector models only")
-        index_cfg: dict[str, Any] = {"type": index, "params": dict(index_params or {}), "pool_factor": pool_factor}
+        params = dict(index_params or {})
+        if index == "maxsim":
+            params = {**MAXSIM_DEFAULTS, **params}
+        index_cfg: dict[str, Any] = {"type": index, "params": params, "pool_factor": pool_factor}
         if backend == backends.QDRANT:
             index_cfg = backends.qdrant_index_config(
                 directory, url=qdrant_url, collection=qdrant_collection, params=index_params, pool_factor=pool_factor

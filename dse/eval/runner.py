@@ -267,10 +267,13 @@ def _search(col: Collection, vectors: list[Any], page_map: dict[int, list[str]],
 def _open_collection(
     directory: Path, encoder: Encoder, index: str, options: dict[str, Any] | None = None
 ) -> Collection:
-    from dse.collection import Collection, CollectionError
+    from dse.collection import EXACT_MAXSIM, Collection, CollectionError
     from indexes.qdrant.connection import QdrantError
 
     options = dict(options or {})
+    if options.get("backend", "local") == "local" and encoder.kind == "multi":
+        # model quality is measured on exact MaxSim over float16 vectors, not an approximate index
+        options["index_params"] = {**EXACT_MAXSIM, **options.get("index_params", {})}
     try:
         return Collection.create(directory, encoder, index=index, exist_ok=True, device=_device_of(encoder), **options)
     except CollectionError as exc:

@@ -61,11 +61,36 @@ def test_collection_with_an_approximate_index(tmp_path: Path, src: Path, encoder
         Collection.create(tmp_path / "bad", encoder, device="cpu", index_params={"codec": "int4"})
     with pytest.raises(CollectionInputError, match="unknown maxsim index parameter"):
         Collection.create(tmp_path / "bad", encoder, device="cpu", index_params={"hnsw_m": 3})
-    with pytest.raises(CollectionInputError, match="nprobe apply to fde_index='ivfpq' only"):
+    with pytest.raises(CollectionInputError, match="nprobe apply to fde_index='ivfpq' or candidates='centroids' only"):
         Collection.create(tmp_path / "bad", encoder, device="cpu", index_params={"candidates": "muvera", "nprobe": 3})
     assert not (tmp_path / "bad").exists()
     with Collection.open(tmp_path / "c", device="cpu") as again, pytest.raises(CollectionInputError, match="nprobe"):
         again.update_index_options(index_params={"nprobe": 4})  # no IVF-PQ candidate index here
+
+
+def test_new_multivector_collections_default_to_centroids_and_int8(
+    tmp_path: Path, src: Path, tiny_model_dir, capsys
+) -> None:
+    model = str(tiny_model_dir("colqwen2"))
+    base = ["index", str(src), "-m", model, "--device", "cpu", "--dpi", "30"]
+    assert main([*base, "-c", str(tmp_path / "default")]) == 0
+    manifest = json.loads((tmp_path / "default" / "index" / "index.json").read_text())
+    assert manifest["dtype"] == "int8" and manifest["params"]["candidates"] == "centroids"
+    assert manifest["params"]["n_candidates"] == 1000 and manifest["params"]["n_centroids"] == 4096
+    # exact MaxSim over float16 vectors is one option away
+    exact_params = ["--index-param", "candidates=none", "--index-param", "codec=float16"]
+    assert main([*base, "-c", str(tmp_path / "exact"), *exact_params]) == 0
+    manifest = json.loads((tmp_path / "exact" / "index" / "index.json").read_text())
+    assert manifest["dtype"] == "float16" and manifest["params"]["candidates"] is None
+    capsys.readouterr()
+    hits = {}
+    for name in ("default", "exact"):
+        assert main(["search", "revenue", "-c", str(tmp_path / name), "--json", "-k", "5"]) == 0
+        hits[name] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # 5 pages, not trained: both score every page; only int8 rounding separates the scores
+    assert [(h["source"], h["page"]) for h in hits["default"]] == [(h["source"], h["page"]) for h in hits["exact"]]
+    for a, b in zip(hits["default"], hits["exact"]):
+        assert abs(a["score"] - b["score"]) <= 0.02 * abs(b["score"]) + 1e-3
 
 
 def test_cli_index_and_exact_search(tmp_path: Path, src: Path, tiny_model_dir, capsys) -> None:
@@ -89,19 +114,28 @@ def test_cli_index_and_exact_search(tmp_path: Path, src: Path, tiny_model_dir, c
     assert "codec=int8" in capsys.readouterr().err
 
 
-def test_cli_ivfpq_candidate_options(tmp_path: Path, src: Path, tiny_model_dir, capsys) -> None:
+@pytest.mark.parametrize(
+    ("params", "build_only"),
+    [
+        (["candidates=muvera", "codec=int8", "fde_index=ivfpq", "train_pages=300", "nprobe=8"], "pq_m=8"),
+        (["candidates=centroids", "codec=int8", "n_centroids=256", "train_pages=300", "nprobe=8"], "n_centroids=512"),
+    ],
+)
+def test_cli_trained_candidate_options(
+    tmp_path: Path, src: Path, tiny_model_dir, capsys, params: list[str], build_only: str
+) -> None:
     d = str(tmp_path / "c")
     model = str(tiny_model_dir("colqwen2"))
     base = ["index", str(src), "-c", d, "-m", model, "--device", "cpu", "--dpi", "30", "--index", "maxsim"]
-    params = ["candidates=muvera", "codec=int8", "fde_index=ivfpq", "train_pages=300", "nprobe=8"]
     assert main([*base, *(x for p in params for x in ("--index-param", p))]) == 0
     manifest = json.loads((tmp_path / "c" / "index" / "index.json").read_text())
-    assert manifest["params"]["fde_index"] == "ivfpq" and manifest["params"]["nprobe"] == 8
-    assert manifest["candidate_index"] is None  # 5 pages: not trained, the encodings are scanned flat
+    for key, value in (p.split("=") for p in params):
+        assert str(manifest["params"][key]) == value
+    assert manifest["candidate_index"] is None  # 5 pages: not trained yet
     assert main([*base, "--index-param", "nprobe=16"]) == 0  # search-time: applied and saved
     assert json.loads((tmp_path / "c" / "index" / "index.json").read_text())["params"]["nprobe"] == 16
     capsys.readouterr()
     assert main(["search", "revenue", "-c", d, "--json", "-k", "3"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
-    assert main([*base, "--index-param", "pq_m=8"]) == 2  # a build option
-    assert "pq_m" in capsys.readouterr().err
+    assert main([*base, "--index-param", build_only]) == 2  # a build option
+    assert build_only.split("=")[0] in capsys.readouterr().err

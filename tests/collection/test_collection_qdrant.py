@@ -20,7 +20,7 @@ from support.docs import make_pdf
 pytest.importorskip("qdrant_client")
 
 from dse.cli import main
-from dse.collection import Collection, CollectionError
+from dse.collection import EXACT_MAXSIM, Collection, CollectionError
 from dse.collection.export import export_to_qdrant
 from renderers import RenderSettings
 
@@ -64,7 +64,9 @@ def local_cols(tmp_path_factory: pytest.TempPathFactory, src: Path, encoders) ->
     def get(family: str) -> Path:
         if family not in built:
             directory = tmp_path_factory.mktemp("local") / family
-            with Collection.create(directory, encoders(family), device="cpu") as col:
+            enc = encoders(family)
+            params = EXACT_MAXSIM if enc.kind == "multi" else None  # new maxsim collections are approximate
+            with Collection.create(directory, enc, device="cpu", index_params=params) as col:
                 report = col.add(src, render_settings=RENDER, progress=False)
                 assert not report.failures and report.pages == 7
             built[family] = directory

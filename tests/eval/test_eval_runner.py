@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,7 @@ def test_evaluate_multi_vector_model(bench, tiny_model_dir, tmp_path: Path) -> N
     result = evaluate(str(tiny_model_dir("colqwen2")), ds, cache_dir=tmp_path / "c", device="cpu", progress=False)
     _check_structure(result, ds)
     assert result.settings["encoder"]["kind"] == "multi" and result.encoded_pages == len(ds.corpus)
+    # model quality is measured exactly: float16 vectors, every page scored (not the collection default)
+    (index_manifest,) = (tmp_path / "c").rglob("index/index.json")
+    manifest = json.loads(index_manifest.read_text())
+    assert manifest["dtype"] == "float16" and manifest["params"]["candidates"] is None

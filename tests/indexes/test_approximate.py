@@ -12,21 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.multivector import DIM, N_PAGES, clustered_corpus, random_pages, recall_at_k, run_until_sigkill
+from support.multivector import DIM, N_PAGES, random_pages, recall_at_k, run_until_sigkill
 
-from indexes import IndexFormatError, IndexInputError, MultiVectorIndex, maxsim_scores
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    return clustered_corpus()
-
-
-@pytest.fixture(scope="module")
-def exact(corpus):
-    """(n_queries, n_pages) exact float32 MaxSim scores."""
-    pages, _, queries = corpus
-    return maxsim_scores(queries, pages)
+from indexes import IndexFormatError, IndexInputError, MultiVectorIndex
 
 
 def _approx(**kw) -> MultiVectorIndex:
@@ -67,6 +55,24 @@ def test_int8_score_error_is_within_the_quantisation_bound(corpus, exact) -> Non
     got = index.get(int(ids[5]))
     scale = np.abs(pages[5]).max(axis=1, keepdims=True) / 127
     assert got.dtype == np.float32 and np.all(np.abs(got - pages[5]) <= scale / 2 + 1e-7)
+
+
+@pytest.mark.parametrize("int8_gemm", [True, False])
+def test_int8_rerank_returns_the_float32_scores_of_the_int8_vectors(corpus, monkeypatch, int8_gemm: bool) -> None:
+    """Re-ranking int8 pages by an int8 x int8 GEMM, then rescoring the best 4k in float32, returns
+    what the float32 scan of the same int8 vectors returns (ids and scores), with or without the GEMM."""
+    import indexes.multi
+
+    pages, ids, queries = corpus
+    monkeypatch.setattr(indexes.multi, "_int8_gemm_available", lambda: int8_gemm)
+    index = _approx(n_candidates=N_PAGES - 1)  # one page short of exhaustive: the re-ranking path
+    index.add(pages, ids)
+    for k in (1, 10):
+        reranked = index.search(queries, k)
+        scanned = index.search(queries, k, exact=True)  # float32 maths over all int8 pages
+        for got, want in zip(reranked, scanned):  # (the page left out by MUVERA is in no top 10 here)
+            assert [i for i, _ in got] == [i for i, _ in want]
+            np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-5, atol=1e-5)
 
 
 def test_exact_and_float16_exhaustive_match_reference(corpus, exact) -> None:

@@ -7,27 +7,20 @@ clustered corpus of ``test_approximate``; storage, persistence and crash safety 
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support.multivector import DIM, N_PAGES, clustered_corpus, random_pages, recall_at_k, run_until_sigkill
+from support.multivector import (
+    DIM,
+    N_PAGES,
+    check_sigkill_during_training_save,
+    recall_at_k,
+)
 
-from indexes import IndexFormatError, IndexInputError, MultiVectorIndex, maxsim_scores
+from indexes import IndexFormatError, IndexInputError, MultiVectorIndex
 
 MUVERA = {"k_sim": 3, "d_proj": 8, "r_reps": 8, "seed": 7}  # 512-d encodings
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    return clustered_corpus()
-
-
-@pytest.fixture(scope="module")
-def exact(corpus):
-    pages, _, queries = corpus
-    return maxsim_scores(queries, pages)
 
 
 def _ivf(**kw) -> MultiVectorIndex:
@@ -119,7 +112,7 @@ def test_filters_still_return_k_hits(corpus) -> None:
     [
         ({"fde_index": "ivfpq"}, "fde_index applies to candidates='muvera' only"),
         ({"candidates": "muvera", "fde_index": "hnsw"}, "unknown fde_index 'hnsw'"),
-        ({"candidates": "muvera", "nprobe": 4}, "nprobe apply to fde_index='ivfpq' only"),
+        ({"candidates": "muvera", "nprobe": 4}, "nprobe apply to fde_index='ivfpq' or candidates='centroids' only"),
         ({"candidates": "muvera", "fde_index": "ivfpq", "pq_m": 7, **MUVERA}, "pq_m=7 must divide"),
         ({"candidates": "muvera", "fde_index": "ivfpq", "train_pages": 0}, "train_pages must be a positive"),
         ({"candidates": "muvera", "fde_index": "ivfpq", "train_pages": 100}, "train_pages must be at least 256"),
@@ -135,7 +128,7 @@ def test_bad_search_options_and_missing_files(tmp_path: Path, corpus) -> None:
     pages, ids, queries = corpus
     flat = MultiVectorIndex(DIM, device="cpu", candidates="muvera")
     flat.add(pages[:20], ids[:20])
-    with pytest.raises(IndexInputError, match="nprobe applies to fde_index='ivfpq' only"):
+    with pytest.raises(IndexInputError, match="nprobe applies to fde_index='ivfpq' or candidates='centroids' only"):
         flat.search(queries, 3, nprobe=2)
     index = _ivf()
     index.add(pages, ids)
@@ -152,53 +145,14 @@ def test_bad_search_options_and_missing_files(tmp_path: Path, corpus) -> None:
         MultiVectorIndex.load(tmp_path / "ix", device="cpu")
 
 
-_CHILD = textwrap.dedent(
-    """
-    import os, signal, sys
-    import numpy as np
-    import indexes.segments as seg
-    from indexes import MultiVectorIndex
-    from indexes.candidates import IvfPqCandidates
-
-    directory, where = sys.argv[1], sys.argv[2]
-    rng = np.random.default_rng(0)
-    pages = [rng.standard_normal((int(rng.integers(3, 20)), {dim})).astype(np.float32) for _ in range(260)]
-    index = MultiVectorIndex.load(directory, device="cpu")
-    index.add(pages[150:], np.arange(150, 260))  # trains the IVF-PQ index
-    index.remove([0, 1, 2])
-    real_write, real_trained = seg.write_array, IvfPqCandidates.write
-
-    def write_array(path, array, **kw):
-        real_write(path, array, **kw)
-        if where == "codes" and path.name.endswith(".cand.npy"):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def write_trained(self, path):
-        real_trained(self, path)
-        if where == "trained":
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    seg.write_array, IvfPqCandidates.write = write_array, write_trained
-    index.save(directory)
-    """
-).format(dim=DIM)
-
-
 @pytest.mark.subprocess
 @pytest.mark.parametrize("where", ["codes", "trained"])
 def test_sigkill_during_the_training_save_keeps_the_previous_state(tmp_path: Path, where: str) -> None:
-    pages, queries = random_pages(260)
-    d = tmp_path / "ix"
-    index = _ivf(n_candidates=20)
-    index.add(pages[:150], np.arange(150))
-    index.save(d)
-    before = index.search(queries, 5)
-    run_until_sigkill(_CHILD, str(d), where)
-    reopened = MultiVectorIndex.load(d, device="cpu")
-    assert len(reopened) == 150 and not reopened.ivf_trained and reopened.search(queries, 5) == before
-    reopened.add(pages[150:], np.arange(150, 260))
-    reopened.remove([0, 1, 2])
-    reopened.save(d)
-    final = MultiVectorIndex.load(d, device="cpu")
-    assert len(final) == 257 and final.search(queries, 5) == reopened.search(queries, 5)
-    assert len(list(d.glob("candidates-*.faiss"))) == 1 and not [p for p in d.iterdir() if p.name.endswith(".tmp")]
+    check_sigkill_during_training_save(
+        tmp_path / "ix",
+        _ivf(n_candidates=20),
+        trained_class="indexes.candidates.IvfPqCandidates",
+        code_suffix=".cand.npy",
+        trained_glob="candidates-*.faiss",
+        where=where,
+    )

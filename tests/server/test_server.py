@@ -314,8 +314,9 @@ def test_similarity_maps(multi_client: TestClient, client: TestClient, col_col: 
     assert flat.min() == pytest.approx(0.0, abs=1e-3) and flat.max() == pytest.approx(1.0, abs=1e-3)
     assert len(data["tokens"]) == len(data["per_token"]) == len(data["special"])
     assert data["special"].count(True) >= 10  # colpali-engine's 10 query-augmentation tokens
-    # the map's MaxSim over the re-encoded page is the score the (unpooled) index gave the page
-    assert data["score"] == pytest.approx(hits[0]["score"], rel=1e-3)
+    # the map's MaxSim over the re-encoded page is the score the (unpooled) index gave the page, up to
+    # the int8 rounding of the stored vectors (the default codec: 0.1% here, within 1%)
+    assert data["score"] == pytest.approx(hits[0]["score"], rel=1e-2)
     png = multi_client.get(f"/pages/{pid}/similarity", params={"text": "red block", "token": 0})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     overlay = Image.open(io.BytesIO(png.content))

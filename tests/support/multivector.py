@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,3 +58,63 @@ def run_until_sigkill(child_source: str, *args: str) -> None:
     """Run ``python -c child_source *args`` and check that it died of SIGKILL (as the child arranges)."""
     proc = subprocess.run([sys.executable, "-c", child_source, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+_TRAINING_CHILD = """
+import os, signal, sys
+import numpy as np
+import indexes.segments as seg
+from indexes import MultiVectorIndex
+from {module} import {cls} as Trained
+
+directory, where = sys.argv[1], sys.argv[2]
+rng = np.random.default_rng(0)
+pages = [rng.standard_normal((int(rng.integers(3, 20)), {dim})).astype(np.float32) for _ in range(260)]
+index = MultiVectorIndex.load(directory, device="cpu")
+index.add(pages[150:], np.arange(150, 260))  # trains the candidate generator
+index.remove([0, 1, 2])
+real_write, real_trained = seg.write_array, Trained.write
+
+def write_array(path, array, **kw):
+    real_write(path, array, **kw)
+    if where == "codes" and path.name.endswith("{suffix}"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def write_trained(self, path):
+    real_trained(self, path)
+    if where == "trained":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+seg.write_array, Trained.write = write_array, write_trained
+index.save(directory)
+"""
+
+
+def check_sigkill_during_training_save(
+    directory: Path, index: Any, *, trained_class: str, code_suffix: str, trained_glob: str, where: str
+) -> None:
+    """Save 150 pages of ``index`` (``train_pages`` between 150 and 260) in ``directory``; a child adds
+    110 more (training the candidate generator) and dies of SIGKILL right after writing the codes
+    (``where="codes"``: the first file ending in ``code_suffix``) or the trained generator
+    (``"trained"``: ``trained_class.write``). The reopened index must be the saved one, and a
+    retried add + save must leave exactly one trained file (``trained_glob``) and no temporary file.
+    """
+    from indexes import MultiVectorIndex
+
+    pages, queries = random_pages(260)
+    index.add(pages[:150], np.arange(150))
+    index.save(directory)
+    before = index.search(queries, 5)
+    module, cls = trained_class.rsplit(".", 1)
+    child = _TRAINING_CHILD.format(module=module, cls=cls, dim=DIM, suffix=code_suffix)
+    run_until_sigkill(child, str(directory), where)
+    reopened = MultiVectorIndex.load(directory, device="cpu")
+    assert len(reopened) == 150 and not (reopened.ivf_trained or reopened.centroids_trained)
+    assert reopened.search(queries, 5) == before
+    reopened.add(pages[150:], np.arange(150, 260))
+    reopened.remove([0, 1, 2])
+    reopened.save(directory)
+    final = MultiVectorIndex.load(directory, device="cpu")
+    assert len(final) == 257 and final.search(queries, 5) == reopened.search(queries, 5)
+    assert len(list(directory.glob(trained_glob))) == 1
+    assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
