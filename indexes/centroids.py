@@ -201,14 +201,14 @@ class CentroidCandidates:
         return total
 
     def search(
-        self, queries: Sequence[np.ndarray], n: int, *, num_rows: int, nprobe: int, mask: np.ndarray | None
+        self, queries: Sequence[np.ndarray], n: int, *, num_rows: int, nprobe: int, allowed: np.ndarray | None
     ) -> list[np.ndarray]:
         """Per query, the (up to) ``n`` rows with the best approximate scores, ascending.
 
-        ``mask``: bool ``(num_rows,)``, the rows that may be returned (``None``: all). Rows no probed
-        list holds score 0 and can still fill the ``n``, so a query gets ``min(n, allowed rows)``.
+        ``allowed``: ascending rows that may be returned (``None``: all ``num_rows``). Rows no probed
+        list holds score their floors and can still fill the ``n``, so a query gets
+        ``min(n, allowed rows)``.
         """
-        allowed = np.flatnonzero(mask) if mask is not None else None
         out = []
         for query in queries:
             total = self.scores(query, num_rows, nprobe)

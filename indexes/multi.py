@@ -175,6 +175,13 @@ def _int8_gemm_available() -> bool:
         return False
 
 
+def _sample_rows(rows: int, most: int) -> np.ndarray:
+    """Ascending int64 rows to train on: all ``rows`` rows, or a seeded random ``most`` of them."""
+    if rows <= most:
+        return np.arange(rows, dtype=np.int64)
+    return np.sort(np.random.default_rng(0).choice(rows, most, replace=False))
+
+
 def _check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise IndexInputError(f"{name} must be a positive integer, got {value!r}")
@@ -450,10 +457,7 @@ class MultiVectorIndex:
         assert train_pages is not None
         if rows < train_pages:
             return
-        sample = np.arange(rows, dtype=np.int64)
-        if rows > _TRAIN_SAMPLE:
-            sample = np.sort(np.random.default_rng(0).choice(rows, _TRAIN_SAMPLE, replace=False))
-        fde = self._row_part(sample, "fde").astype(np.float32)
+        fde = self._row_part(_sample_rows(rows, _TRAIN_SAMPLE), "fde").astype(np.float32)
         self._ivf = IvfPqCandidates.train(fde, nlist=self.ivf_settings["nlist"], pq_m=self.ivf_settings["pq_m"])
         self.ivf_settings.update(nlist=self._ivf.nlist, pq_m=self._ivf.pq_m)
         for seg in self._table.segments:
@@ -493,10 +497,7 @@ class MultiVectorIndex:
         requested = self.centroid_settings["n_centroids"]
         lengths = self._page_lengths()
         want = -(-TRAIN_POINTS_PER_CENTROID * requested // max(1, int(lengths.mean())))  # pages
-        sample = np.arange(rows, dtype=np.int64)
-        if rows > want:
-            sample = np.sort(np.random.default_rng(0).choice(rows, want, replace=False))
-        vectors, _ = self._gather(sample)
+        vectors, _ = self._gather(_sample_rows(rows, want))
         vectors = np.asarray(vectors, np.float32)
         n_centroids = centroids_for(vectors.shape[0], requested)
         if n_centroids < requested:
@@ -516,9 +517,9 @@ class MultiVectorIndex:
         vectors = seg.arrays["vectors"]
         out = np.empty(vectors.shape[0], np.uint16)
         for a in range(0, vectors.shape[0], _RERANK_BLOCK):
-            block = np.asarray(vectors[a : a + _RERANK_BLOCK], np.float32)
+            block = vectors[a : a + _RERANK_BLOCK]
             if "scales" in seg.arrays:
-                block *= np.asarray(seg.arrays["scales"][a : a + _RERANK_BLOCK], np.float32)[:, None]
+                block = dequantize_int8(block, seg.arrays["scales"][a : a + _RERANK_BLOCK])
             out[a : a + block.shape[0]] = self._centroids.assign(block)
         return out
 
@@ -832,12 +833,14 @@ class MultiVectorIndex:
 
     def _candidates(self, queries: list[np.ndarray], rows: np.ndarray, n: int, nprobe: int) -> list[np.ndarray]:
         """Per query, up to ``n`` of ``rows`` (ascending): the pages the candidate generator scores best."""
+        restricted = rows.size < self._table.num_rows  # tombstones or a filter
+        if self._centroids is not None:
+            allowed = rows if restricted else None
+            return self._centroids.search(queries, n, num_rows=self._table.num_rows, nprobe=nprobe, allowed=allowed)
         mask = None
-        if rows.size < self._table.num_rows:  # tombstones or a filter
+        if restricted:
             mask = np.zeros(self._table.num_rows, dtype=bool)
             mask[rows] = True
-        if self._centroids is not None:
-            return self._centroids.search(queries, n, num_rows=self._table.num_rows, nprobe=nprobe, mask=mask)
         assert self.muvera is not None
         if self._ivf is not None:
             found = self._ivf.search(self.muvera.encode_queries(queries), n, nprobe=nprobe, mask=mask)
