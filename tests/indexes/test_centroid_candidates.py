@@ -17,6 +17,7 @@ from support.multivector import (
     DIM,
     N_PAGES,
     check_sigkill_during_training_save,
+    check_trained_round_trip,
     recall_at_k,
 )
 
@@ -102,23 +103,8 @@ def test_training_waits_for_train_pages_then_round_trips(tmp_path: Path, corpus)
     before = index.search(queries, 10)
     assert all(len(h) == 10 and not {i for i, _ in h} & set(ids[10:40].tolist()) for h in before)
 
-    loaded = MultiVectorIndex.load(d, device="cpu")
-    assert loaded.options == index.options and loaded.search(queries, 10) == before
-    loaded.params["nprobe"] = 2  # a search-time option, saved
-    loaded.save(d)
-    assert json.loads((d / "index.json").read_text())["candidate_index"] == manifest["candidate_index"]  # not rewritten
-    assert MultiVectorIndex.load(d, device="cpu").search(queries, 10) == index.search(queries, 10, nprobe=2)
-
-    loaded.compact()
-    assert loaded.search(queries, 10, nprobe=2) == index.search(queries, 10, nprobe=2)
-    loaded.save(d)
-    assert len(list(d.glob("*.codes.npy"))) == 1  # one segment, its codes stored
-    again = MultiVectorIndex.load(d, device="cpu")
-    assert len(again) == N_PAGES - 30 and again.search(queries, 10, nprobe=2) == index.search(queries, 10, nprobe=2)
-    again.save(tmp_path / "copy")  # saving elsewhere writes the centroids there too
-    copy = MultiVectorIndex.load(tmp_path / "copy", device="cpu")
-    assert copy.search(queries, 10) == again.search(queries, 10)
-    assert len(list((tmp_path / "copy").glob("centroids-*.npy"))) == 1
+    check_trained_round_trip(index, d, tmp_path / "copy", queries, live=N_PAGES - 30, trained_glob="centroids-*.npy")
+    assert len(list(d.glob("*.codes.npy"))) == 1  # compacted: one segment, its codes stored
 
 
 def test_few_vectors_train_fewer_centroids(corpus, caplog) -> None:

@@ -15,6 +15,7 @@ from support.multivector import (
     DIM,
     N_PAGES,
     check_sigkill_during_training_save,
+    check_trained_round_trip,
     recall_at_k,
 )
 
@@ -73,23 +74,8 @@ def test_training_waits_for_train_pages_then_round_trips(tmp_path: Path, corpus)
     before = index.search(queries, 10)
     assert all(len(h) == 10 and not {i for i, _ in h} & set(ids[10:40].tolist()) for h in before)
 
-    loaded = MultiVectorIndex.load(d, device="cpu")
-    assert loaded.options == index.options and loaded.search(queries, 10) == before
-    loaded.params["nprobe"] = 2  # a search-time option, saved
-    loaded.save(d)
-    assert MultiVectorIndex.load(d, device="cpu").search(queries, 10) == index.search(queries, 10, nprobe=2)
-
-    loaded.compact()
-    assert loaded.search(queries, 10, nprobe=2) == index.search(queries, 10, nprobe=2)
-    loaded.save(d)
-    names = {p.name for p in d.iterdir()}
-    assert not [n for n in names if n.endswith(".fde.npy")]  # compaction turned the encodings into codes
-    again = MultiVectorIndex.load(d, device="cpu")
-    assert len(again) == N_PAGES - 30 and again.search(queries, 10, nprobe=2) == index.search(queries, 10, nprobe=2)
-    # saving elsewhere writes the trained index there too
-    again.save(tmp_path / "copy")
-    copy = MultiVectorIndex.load(tmp_path / "copy", device="cpu")
-    assert copy.search(queries, 10) == again.search(queries, 10)
+    check_trained_round_trip(index, d, tmp_path / "copy", queries, live=N_PAGES - 30, trained_glob="candidates-*.faiss")
+    assert not list(d.glob("*.fde.npy"))  # compaction turned the encodings into codes
 
 
 def test_filters_still_return_k_hits(corpus) -> None:

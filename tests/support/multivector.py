@@ -118,3 +118,35 @@ def check_sigkill_during_training_save(
     assert len(final) == 257 and final.search(queries, 5) == reopened.search(queries, 5)
     assert len(list(directory.glob(trained_glob))) == 1
     assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
+def check_trained_round_trip(
+    index: Any, directory: Path, copy_dir: Path, queries: list[np.ndarray], *, live: int, trained_glob: str
+) -> Any:
+    """``index`` (trained, saved in ``directory``) through load, a saved search-time ``nprobe=2``,
+    compact, reload and a save into ``copy_dir``: every step answers like ``index`` does with
+    ``nprobe=2``, the trained file is not rewritten by a re-save, and the copy holds one trained
+    file (``trained_glob``). Returns the compacted, reloaded index (for format checks of the caller).
+    """
+    import json
+
+    from indexes import MultiVectorIndex
+
+    manifest = json.loads((directory / "index.json").read_text())
+    want = index.search(queries, 10, nprobe=2)
+    loaded = MultiVectorIndex.load(directory, device="cpu")
+    assert loaded.options == index.options and loaded.search(queries, 10) == index.search(queries, 10)
+    loaded.params["nprobe"] = 2  # a search-time option, saved
+    loaded.save(directory)
+    assert json.loads((directory / "index.json").read_text())["candidate_index"] == manifest["candidate_index"]
+    assert MultiVectorIndex.load(directory, device="cpu").search(queries, 10) == want
+    loaded.compact()
+    assert loaded.search(queries, 10, nprobe=2) == want
+    loaded.save(directory)
+    again = MultiVectorIndex.load(directory, device="cpu")
+    assert len(again) == live and again.search(queries, 10, nprobe=2) == want
+    again.save(copy_dir)  # saving elsewhere writes the trained file there too
+    copy = MultiVectorIndex.load(copy_dir, device="cpu")
+    assert copy.search(queries, 10) == again.search(queries, 10)
+    assert len(list(copy_dir.glob(trained_glob))) == 1
+    return again
